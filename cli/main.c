@@ -1,0 +1,386 @@
+/* pixmill: the command. Parses arguments, runs one batch through the public API, prints
+ * per-file errors and a summary, and turns the outcome into an exit code. */
+#define _GNU_SOURCE
+#include <pixmill/pixmill.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum {
+    EXIT_OK = 0,
+    EXIT_FILES_FAILED = 1,
+    EXIT_USAGE = 2,
+    EXIT_FATAL = 3,
+};
+
+static const char usage_text[] =
+    "Usage: pixmill [OPTION]... -o DIR INPUT...\n"
+    "Turn images into resized copies, many at a time. INPUT: files and folders (folders are\n"
+    "walked; the tree below each is mirrored under DIR). Inputs are never modified; each output\n"
+    "appears atomically (temp file, fsync, rename).\n"
+    "\n"
+    "  -o, --output=DIR        output folder (required; created if missing)\n"
+    "  -s, --size=GEOMETRY     box to fit in: N (NxN), WxH, Wx, xH; only shrinks (default 256)\n"
+    "  -f, --format=FORMAT     jpeg, png, webp, or same (default: same as the source; PNG for\n"
+    "                          sources we cannot write in their own format)\n"
+    "  -Q, --quality=N         JPEG/WebP quality 1..100 (default 80)\n"
+    "  -j, --jobs=N            worker threads (default: usable cores)\n"
+    "      --queue=N           bounded queue capacity (default: 4 x jobs, at least 16)\n"
+    "      --max-pixels=N      refuse images whose width x height x pages exceed N, checked\n"
+    "                          from the header before decoding (default 268402689; 0: no cap)\n"
+    "      --fail-on=LEVEL     none, truncated, error (default) or warning: how strict the\n"
+    "                          decoder is; a file that fails gets no output\n"
+    "      --hidden            also walk dot files and dot folders\n"
+    "      --files-from=FILE   read input paths from FILE ('-' for stdin), one per line;\n"
+    "                          the listed path is mirrored under DIR\n"
+    "  -0, --null              paths in --files-from are separated by NUL, not newline\n"
+    "  -q, --quiet             print only errors\n"
+    "  -v, --verbose           also print each output and each skipped entry\n"
+    "  -h, --help              show this help\n"
+    "  -V, --version           show the version\n"
+    "\n"
+    "Exit status: 0 every file done; 1 some files failed (each named on stderr), the rest done;\n"
+    "2 usage error, nothing touched; 3 fatal before processing (e.g. output folder not\n"
+    "writable); 130/143 interrupted by SIGINT/SIGTERM.\n";
+
+typedef struct cli {
+    int quiet;
+    int verbose;
+} cli;
+
+/* Prints a path with control characters, backslashes and invalid UTF-8 escaped, so that a
+ * name holding a newline cannot forge a line of output. */
+static void print_escaped(FILE *f, const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        unsigned char c = *p;
+        int len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3
+                             : (c & 0xF8) == 0xF0   ? 4 : 0;
+        int valid = len > 0;
+        for (int i = 1; valid && i < len; i++)
+            valid = (p[i] & 0xC0) == 0x80;
+        if (len == 2 && c < 0xC2)
+            valid = 0; /* overlong */
+        if (!valid) {
+            fprintf(f, "\\x%02x", c);
+            p++;
+        } else if (len > 1) {
+            fwrite(p, 1, (size_t)len, f);
+            p += len;
+        } else if (c == '\\') {
+            fputs("\\\\", f);
+            p++;
+        } else if (c == '\n') {
+            fputs("\\n", f);
+            p++;
+        } else if (c == '\t') {
+            fputs("\\t", f);
+            p++;
+        } else if (c < 0x20 || c == 0x7f) {
+            fprintf(f, "\\x%02x", c);
+            p++;
+        } else {
+            fputc(c, f);
+            p++;
+        }
+    }
+}
+
+static void print_reason(FILE *f, const pm_event *ev)
+{
+    char buf[256];
+    if (ev->status == PM_ERR_SCAN && ev->sys_errno) {
+        fputs(strerror_r(ev->sys_errno, buf, sizeof(buf)), f);
+        return;
+    }
+    fputs(pm_strerror(ev->status), f);
+    if (ev->sys_errno)
+        fprintf(f, ": %s", strerror_r(ev->sys_errno, buf, sizeof(buf)));
+    if (ev->message) {
+        fputs(" (", f);
+        print_escaped(f, ev->message);
+        fputc(')', f);
+    }
+}
+
+static int on_event(const pm_event *ev, void *user_data)
+{
+    const cli *c = user_data;
+    switch (ev->type) {
+    case PM_EVENT_DONE:
+        if (c->verbose) {
+            print_escaped(stdout, ev->source);
+            fputs(" -> ", stdout);
+            print_escaped(stdout, ev->output);
+            printf(" (%dx%d, %" PRIu64 " bytes)\n", ev->width, ev->height, ev->bytes_out);
+        }
+        break;
+    case PM_EVENT_SKIPPED:
+        if (!c->verbose)
+            break;
+        /* fall through */
+    case PM_EVENT_FAILED:
+    case PM_EVENT_SCAN_ERROR:
+        fputs("pixmill: ", stderr);
+        print_escaped(stderr, ev->source);
+        fputs(ev->type == PM_EVENT_SKIPPED ? ": skipped: " : ": ", stderr);
+        print_reason(stderr, ev);
+        fputc('\n', stderr);
+        break;
+    }
+    return 0;
+}
+
+static void format_bytes(char *buf, size_t n, uint64_t bytes)
+{
+    if (bytes >= 1000000)
+        snprintf(buf, n, "%.1f MB", (double)bytes / 1e6);
+    else if (bytes >= 1000)
+        snprintf(buf, n, "%.1f kB", (double)bytes / 1e3);
+    else
+        snprintf(buf, n, "%" PRIu64 " B", bytes);
+}
+
+static void print_summary(const pm_summary *s)
+{
+    char in[32], out[32];
+    format_bytes(in, sizeof(in), s->bytes_in);
+    format_bytes(out, sizeof(out), s->bytes_out);
+    double rate = s->wall_seconds > 0 ? (double)s->processed / s->wall_seconds : 0.0;
+    fprintf(stderr,
+            "pixmill: %" PRIu64 " processed, %" PRIu64 " skipped, %" PRIu64 " failed",
+            s->processed, s->skipped, s->failed + s->scan_errors);
+    fprintf(stderr, ", %s in, %s out, %.2f s, %.1f images/s (%d jobs)\n", in, out,
+            s->wall_seconds, rate, s->jobs);
+}
+
+__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("pixmill: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputs("\nTry 'pixmill --help' for more information.\n", stderr);
+    return EXIT_USAGE;
+}
+
+/* Whole-string decimal in [lo, hi]. */
+static int parse_long(const char *text, long long lo, long long hi, long long *out)
+{
+    if (!text || !*text)
+        return -1;
+    char *end;
+    errno = 0;
+    long long v = strtoll(text, &end, 10);
+    if (errno || *end || v < lo || v > hi || text[0] == ' ' || text[0] == '+')
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* ---- signals: one thread turns SIGINT/SIGTERM into a cancel ---- */
+
+typedef struct sig_state {
+    pm_batch *batch;
+    int signo; /* first signal received; written by the signal thread, read after join */
+} sig_state;
+
+static void *signal_main(void *arg)
+{
+    sig_state *st = arg;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGUSR1); /* our own "stop listening" */
+    for (;;) {
+        int sig;
+        if (sigwait(&set, &sig) != 0)
+            continue;
+        if (sig == SIGUSR1)
+            return NULL;
+        if (st->signo) /* second signal: leave at once */
+            _exit(128 + sig);
+        st->signo = sig;
+        pm_batch_cancel(st->batch);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"output", required_argument, NULL, 'o'},
+        {"size", required_argument, NULL, 's'},
+        {"format", required_argument, NULL, 'f'},
+        {"quality", required_argument, NULL, 'Q'},
+        {"jobs", required_argument, NULL, 'j'},
+        {"queue", required_argument, NULL, 'q' + 256},
+        {"max-pixels", required_argument, NULL, 'm' + 256},
+        {"fail-on", required_argument, NULL, 'F' + 256},
+        {"hidden", no_argument, NULL, 'H' + 256},
+        {"files-from", required_argument, NULL, 'L' + 256},
+        {"null", no_argument, NULL, '0'},
+        {"quiet", no_argument, NULL, 'q'},
+        {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    pm_options opts;
+    pm_options_init(&opts);
+    cli c = {0, 0};
+    const char *files_from[64];
+    int n_files_from = 0;
+    char delim = '\n';
+    long long v;
+    int ch;
+    opterr = 0;
+    while ((ch = getopt_long(argc, argv, ":o:s:f:Q:j:0qvhV", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'o':
+            if (!*optarg)
+                return usage_error("empty output folder");
+            opts.output_dir = optarg;
+            break;
+        case 's':
+            if (pm_size_parse(optarg, &opts.size) != PM_OK)
+                return usage_error("invalid size '%s' (want N, WxH, Wx or xH, 1..100000)",
+                                   optarg);
+            break;
+        case 'f':
+            if (pm_format_parse(optarg, &opts.format) != PM_OK)
+                return usage_error("unknown format '%s' (want jpeg, png, webp or same)", optarg);
+            break;
+        case 'Q':
+            if (parse_long(optarg, 1, 100, &v))
+                return usage_error("invalid quality '%s' (want 1..100)", optarg);
+            opts.quality = (int)v;
+            break;
+        case 'j':
+            if (parse_long(optarg, 1, 1024, &v))
+                return usage_error("invalid jobs '%s' (want 1..1024)", optarg);
+            opts.jobs = (int)v;
+            break;
+        case 'q' + 256:
+            if (parse_long(optarg, 1, 1000000, &v))
+                return usage_error("invalid queue capacity '%s' (want 1..1000000)", optarg);
+            opts.queue_capacity = (int)v;
+            break;
+        case 'm' + 256:
+            if (parse_long(optarg, 0, INT64_MAX, &v))
+                return usage_error("invalid max-pixels '%s'", optarg);
+            opts.max_pixels = (uint64_t)v;
+            break;
+        case 'F' + 256:
+            if (pm_fail_on_parse(optarg, &opts.fail_on) != PM_OK)
+                return usage_error("invalid fail-on '%s' (want none, truncated, error, warning)",
+                                   optarg);
+            break;
+        case 'H' + 256:
+            opts.include_hidden = 1;
+            break;
+        case 'L' + 256:
+            if (!*optarg)
+                return usage_error("empty --files-from");
+            if (n_files_from == 64)
+                return usage_error("too many --files-from");
+            files_from[n_files_from++] = optarg;
+            break;
+        case '0':
+            delim = '\0';
+            break;
+        case 'q':
+            c.quiet = 1;
+            break;
+        case 'v':
+            c.verbose = 1;
+            break;
+        case 'h':
+            fputs(usage_text, stdout);
+            return EXIT_OK;
+        case 'V':
+            printf("pixmill %s\n", pm_version_string());
+            return EXIT_OK;
+        case ':':
+            return usage_error("option '%s' needs a value", argv[optind - 1]);
+        default:
+            return usage_error("unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (!opts.output_dir)
+        return usage_error("no output folder: give -o DIR");
+    if (optind == argc && n_files_from == 0)
+        return usage_error("no input: give files or folders, or --files-from");
+    for (int i = optind; i < argc; i++)
+        if (!*argv[i])
+            return usage_error("empty input path");
+
+    signal(SIGPIPE, SIG_IGN); /* a closed stdout must not kill the run */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &set, NULL); /* every thread started from here inherits it */
+
+    if (pm_global_init(argv[0]) != PM_OK) {
+        fputs("pixmill: libvips initialisation failed\n", stderr);
+        return EXIT_FATAL;
+    }
+    pm_batch *batch;
+    int rc = pm_batch_create(&batch, &opts);
+    if (rc != PM_OK) {
+        fprintf(stderr, "pixmill: invalid options: %s\n", pm_strerror(rc));
+        return EXIT_USAGE;
+    }
+    for (int i = optind; i < argc; i++)
+        pm_batch_add_input(batch, argv[i]);
+    for (int i = 0; i < n_files_from; i++) {
+        int fd = strcmp(files_from[i], "-") == 0 ? STDIN_FILENO
+                                                 : open(files_from[i], O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            char buf[256];
+            fprintf(stderr, "pixmill: %s: %s\n", files_from[i],
+                    strerror_r(errno, buf, sizeof(buf)));
+            pm_batch_destroy(batch);
+            return EXIT_USAGE;
+        }
+        pm_batch_add_file_list(batch, fd, delim);
+        if (fd != STDIN_FILENO)
+            close(fd);
+    }
+
+    sig_state sst = {batch, 0};
+    pthread_t sig_thread;
+    int have_sig_thread = pthread_create(&sig_thread, NULL, signal_main, &sst) == 0;
+
+    pm_summary sum;
+    rc = pm_batch_run(batch, on_event, &c, &sum);
+
+    if (have_sig_thread) {
+        pthread_kill(sig_thread, SIGUSR1);
+        pthread_join(sig_thread, NULL);
+    }
+    pm_batch_destroy(batch);
+    if (!c.quiet || rc == PM_ERR_CANCELLED)
+        print_summary(&sum);
+    fflush(stdout);
+    pm_global_shutdown();
+
+    if (sst.signo)
+        return 128 + sst.signo;
+    if (rc != PM_OK && rc != PM_ERR_CANCELLED)
+        return EXIT_FATAL;
+    return (sum.failed + sum.scan_errors) ? EXIT_FILES_FAILED : EXIT_OK;
+}

@@ -1,0 +1,185 @@
+/* pixmill: batch image processing on libvips.
+ * The one public header: options, batch lifecycle, events, summary, status codes.
+ * No libvips or GLib types appear here. */
+#ifndef PIXMILL_H
+#define PIXMILL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(PM_BUILDING_LIBRARY) && defined(__GNUC__)
+#define PM_EXTERN __attribute__((visibility("default")))
+#else
+#define PM_EXTERN
+#endif
+
+#define PM_VERSION_MAJOR 0
+#define PM_VERSION_MINOR 1
+#define PM_VERSION_PATCH 0
+#define PM_VERSION_STRING "0.1.0"
+
+/* Thread-safe: returns a static string. */
+PM_EXTERN const char *pm_version_string(void);
+
+/* Status codes. Zero is success, errors are negative and never renumbered.
+ * X(name, value, description) */
+#define PM_STATUS_LIST(X)                                                                          \
+    X(PM_OK, 0, "success")                                                                         \
+    X(PM_ERR_NOMEM, -1, "out of memory")                                                           \
+    X(PM_ERR_USAGE, -2, "invalid argument")                                                        \
+    X(PM_ERR_IO, -3, "input/output error")                                                         \
+    X(PM_ERR_NOT_REGULAR, -4, "not a regular file")                                                \
+    X(PM_ERR_UNKNOWN_FORMAT, -5, "not a known image format")                                       \
+    X(PM_ERR_BLOCKED, -6, "image format is blocked (untrusted loader)")                            \
+    X(PM_ERR_DECODE, -7, "image could not be decoded")                                             \
+    X(PM_ERR_TOO_MANY_PIXELS, -8, "image exceeds the pixel limit")                                 \
+    X(PM_ERR_ENCODE, -9, "image could not be encoded")                                             \
+    X(PM_ERR_OUTPUT_IS_INPUT, -10, "output would overwrite an input")                              \
+    X(PM_ERR_OUTPUT_EXISTS, -11, "output exists and the output folder overlaps an input folder")   \
+    X(PM_ERR_WRITE, -12, "output could not be written")                                            \
+    X(PM_ERR_SCAN, -13, "cannot read")                                                             \
+    X(PM_ERR_CANCELLED, -14, "cancelled")                                                          \
+    X(PM_ERR_INIT, -15, "libvips initialisation failed")                                           \
+    X(PM_ERR_OUTPUT_DIR, -16, "output folder is not usable")                                       \
+    X(PM_ERR_THREAD, -17, "could not start a thread")                                              \
+    X(PM_ERR_SYMLINK, -18, "symbolic link not followed")                                           \
+    X(PM_ERR_LOOP, -19, "directory loop")
+
+typedef enum pm_status {
+#define PM__STATUS_ENUM(name, value, text) name = value,
+    PM_STATUS_LIST(PM__STATUS_ENUM)
+#undef PM__STATUS_ENUM
+} pm_status;
+
+/* Thread-safe: static strings; unknown codes give "unknown status". */
+PM_EXTERN const char *pm_strerror(int status);
+PM_EXTERN const char *pm_status_name(int status);
+
+typedef enum pm_format {
+    PM_FORMAT_SAME = 0, /* the source's format where we can write it, else PNG */
+    PM_FORMAT_JPEG,
+    PM_FORMAT_PNG,
+    PM_FORMAT_WEBP
+} pm_format;
+
+/* Parses "jpeg", "jpg", "png", "webp", "same". Thread-safe. */
+PM_EXTERN int pm_format_parse(const char *text, pm_format *out);
+/* The file extension written for a format ("jpg", "png", "webp"; "same" for SAME). */
+PM_EXTERN const char *pm_format_extension(pm_format format);
+
+typedef enum pm_fail_on {
+    PM_FAIL_ON_NONE = 0,  /* decode whatever can be decoded */
+    PM_FAIL_ON_TRUNCATED, /* fail on truncated data */
+    PM_FAIL_ON_ERROR,     /* fail on truncated data and decoder errors (default) */
+    PM_FAIL_ON_WARNING    /* fail on anything the decoder complains about */
+} pm_fail_on;
+
+PM_EXTERN int pm_fail_on_parse(const char *text, pm_fail_on *out);
+
+/* A bounding box. 0 on an axis leaves that axis free (but never both).
+ * Images are only ever shrunk to fit, never enlarged. */
+typedef struct pm_size {
+    int width;
+    int height;
+} pm_size;
+
+#define PM_SIZE_MAX 100000
+
+/* Parses "N" (NxN box), "WxH", "Wx", "xH". Each number 1..PM_SIZE_MAX. Thread-safe. */
+PM_EXTERN int pm_size_parse(const char *text, pm_size *out);
+
+#define PM_OPTIONS_VERSION 1
+#define PM_DEFAULT_MAX_PIXELS 268402689ULL /* 0x3FFF squared, as sharp */
+#define PM_DEFAULT_SIZE 256
+
+typedef struct pm_options {
+    unsigned version;        /* PM_OPTIONS_VERSION */
+    const char *output_dir;  /* required; created if missing; copied at create */
+    pm_size size;            /* box to fit in */
+    pm_format format;        /* output format */
+    int quality;             /* 1..100; 0 = the format's default */
+    int jobs;                /* worker threads; 0 = usable cores */
+    int queue_capacity;      /* bounded queue size; 0 = auto */
+    uint64_t max_pixels;     /* width x height x pages cap; 0 = no cap */
+    pm_fail_on fail_on;      /* decoder strictness */
+    int include_hidden;      /* walk dot files and dot folders */
+} pm_options;
+
+/* Fills defaults. Thread-safe. */
+PM_EXTERN void pm_options_init(pm_options *opts);
+
+/* Once per process, from the main thread, before any batch; argv0 may be NULL.
+ * Starts libvips with its own concurrency at 1, the operation cache off and untrusted
+ * loaders blocked. Returns PM_OK or PM_ERR_INIT. */
+PM_EXTERN int pm_global_init(const char *argv0);
+/* After every batch is destroyed, from the main thread. */
+PM_EXTERN void pm_global_shutdown(void);
+
+typedef struct pm_batch pm_batch;
+
+/* Validates and copies opts. *out is written only on success. Not thread-safe per batch. */
+PM_EXTERN int pm_batch_create(pm_batch **out, const pm_options *opts);
+/* A file or a folder (walked). Copied. Call before run. */
+PM_EXTERN int pm_batch_add_input(pm_batch *batch, const char *path);
+/* A stream of paths separated by delim ('\n' or '\0'), read lazily during the run.
+ * The descriptor is duplicated; the caller keeps its own. Call before run. */
+PM_EXTERN int pm_batch_add_file_list(pm_batch *batch, int fd, char delim);
+
+typedef enum pm_event_type {
+    PM_EVENT_DONE,      /* an output was written */
+    PM_EVENT_FAILED,    /* a source failed; status says why */
+    PM_EVENT_SKIPPED,   /* an entry was passed over (not regular, link, ...) */
+    PM_EVENT_SCAN_ERROR /* a folder or list entry could not be read */
+} pm_event_type;
+
+/* Every pointer is borrowed for the duration of the callback only. */
+typedef struct pm_event {
+    pm_event_type type;
+    const char *source;  /* the path as found (not escaped) */
+    const char *output;  /* final output path, or NULL */
+    int status;          /* pm_status */
+    int sys_errno;       /* errno behind the failure, or 0 */
+    const char *message; /* detail, or NULL; best-effort text from the decoder */
+    uint64_t bytes_in;
+    uint64_t bytes_out;
+    int source_width, source_height;
+    int width, height; /* of the output */
+    double seconds;    /* time spent on this source */
+} pm_event;
+
+/* Called from the thread that runs pm_batch_run, one event at a time. Must not call back into
+ * the batch. A non-zero return asks for cancellation. */
+typedef int (*pm_event_cb)(const pm_event *event, void *user_data);
+
+typedef struct pm_summary {
+    uint64_t processed;   /* outputs written */
+    uint64_t skipped;     /* entries passed over */
+    uint64_t failed;      /* sources that failed */
+    uint64_t scan_errors; /* folders or list entries that could not be read */
+    uint64_t bytes_in, bytes_out;
+    double wall_seconds, cpu_seconds;
+    int jobs; /* workers used */
+} pm_summary;
+
+/* Runs the batch to completion, blocking; events are serialised through on_event (may be NULL).
+ * Returns PM_OK when the batch ran (failed files are counted in the summary, not returned),
+ * PM_ERR_CANCELLED when cancelled, or a fatal status (PM_ERR_OUTPUT_DIR, PM_ERR_THREAD, ...)
+ * when nothing could be processed. summary may be NULL. Once per batch. */
+PM_EXTERN int pm_batch_run(pm_batch *batch, pm_event_cb on_event, void *user_data,
+                           pm_summary *summary);
+/* Any thread, async-signal-unsafe: stops dispatching; in-flight sources finish. */
+PM_EXTERN void pm_batch_cancel(pm_batch *batch);
+/* NULL is a no-op. Not while run is in progress. */
+PM_EXTERN void pm_batch_destroy(pm_batch *batch);
+
+/* Usable CPUs: affinity mask and cgroup v2 quota. Thread-safe. */
+PM_EXTERN int pm_default_jobs(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

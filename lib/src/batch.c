@@ -1,0 +1,438 @@
+/* The public entry point: one scanner thread feeds a bounded job queue, N workers process,
+ * and the caller's thread serialises events, keeps the summary and calls back. A wait group
+ * counts jobs from before each push until its event is posted; the summary waits on it. */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <glib.h>
+#include <glib/gstdio.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct input {
+    char *path; /* NULL for a file list */
+    int list_fd;
+    char delim;
+} input;
+
+struct pm_batch {
+    pm_options opts;
+    char *output_dir;
+    GArray *inputs; /* of input; fixed once run starts */
+    int ran;
+    int cancel; /* atomic */
+    pm__queue *jobs;
+    pm__queue *events;
+    pm__waitgroup wg;
+    pthread_mutex_t live_mu;
+    int live_threads; /* guarded by live_mu: producers of events still running */
+    pm__process_ctx ctx;
+    pm__scan_config scan_cfg;
+};
+
+/* An event that crossed from a worker or the scanner to the caller's thread. */
+typedef struct owned_event {
+    pm_event ev;
+    char *source;
+    char *output;
+    char *message;
+} owned_event;
+
+int pm_batch_create(pm_batch **out, const pm_options *opts)
+{
+    if (!out || !opts || opts->version != PM_OPTIONS_VERSION)
+        return PM_ERR_USAGE;
+    if (!opts->output_dir || !*opts->output_dir)
+        return PM_ERR_USAGE;
+    if (opts->size.width < 0 || opts->size.height < 0 || opts->size.width > PM_SIZE_MAX ||
+        opts->size.height > PM_SIZE_MAX || (opts->size.width == 0 && opts->size.height == 0))
+        return PM_ERR_USAGE;
+    if (opts->quality < 0 || opts->quality > 100 || opts->jobs < 0 || opts->jobs > 1024 ||
+        opts->queue_capacity < 0 || opts->queue_capacity > 1000000)
+        return PM_ERR_USAGE;
+    if ((unsigned)opts->format > PM_FORMAT_WEBP || (unsigned)opts->fail_on > PM_FAIL_ON_WARNING)
+        return PM_ERR_USAGE;
+    pm_batch *b = calloc(1, sizeof(*b));
+    if (!b)
+        return PM_ERR_NOMEM;
+    b->opts = *opts;
+    b->output_dir = g_strdup(opts->output_dir);
+    size_t n = strlen(b->output_dir);
+    while (n > 1 && b->output_dir[n - 1] == '/')
+        b->output_dir[--n] = '\0';
+    b->opts.output_dir = b->output_dir;
+    b->inputs = g_array_new(FALSE, TRUE, sizeof(input));
+    *out = b;
+    return PM_OK;
+}
+
+int pm_batch_add_input(pm_batch *batch, const char *path)
+{
+    if (!batch || !path || !*path || batch->ran)
+        return PM_ERR_USAGE;
+    input in = {g_strdup(path), -1, 0};
+    g_array_append_val(batch->inputs, in);
+    return PM_OK;
+}
+
+int pm_batch_add_file_list(pm_batch *batch, int fd, char delim)
+{
+    if (!batch || fd < 0 || batch->ran)
+        return PM_ERR_USAGE;
+    int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (copy < 0)
+        return PM_ERR_IO;
+    input in = {NULL, copy, delim};
+    g_array_append_val(batch->inputs, in);
+    return PM_OK;
+}
+
+void pm_batch_cancel(pm_batch *batch)
+{
+    if (!batch)
+        return;
+    __atomic_store_n(&batch->cancel, 1, __ATOMIC_RELEASE);
+    /* jobs is published once, before any thread starts, and freed only by destroy. */
+    pm__queue *jobs = __atomic_load_n(&batch->jobs, __ATOMIC_ACQUIRE);
+    if (jobs)
+        pm__queue_close(jobs); /* wakes the scanner if it is blocked on a full queue */
+}
+
+void pm_batch_destroy(pm_batch *batch)
+{
+    if (!batch)
+        return;
+    for (guint i = 0; i < batch->inputs->len; i++) {
+        input *in = &g_array_index(batch->inputs, input, i);
+        g_free(in->path);
+        if (in->list_fd >= 0)
+            close(in->list_fd);
+    }
+    g_array_free(batch->inputs, TRUE);
+    pm__queue_destroy(batch->events);
+    pm__queue_destroy(batch->jobs);
+    g_free(batch->output_dir);
+    free(batch);
+}
+
+static void owned_event_free(owned_event *oe)
+{
+    if (!oe)
+        return;
+    g_free(oe->source);
+    g_free(oe->output);
+    g_free(oe->message);
+    g_free(oe);
+}
+
+/* Takes ownership of output and message. */
+static void post_event(pm_batch *b, const pm_event *ev, char *output, char *message)
+{
+    owned_event *oe = g_new0(owned_event, 1);
+    oe->ev = *ev;
+    oe->source = g_strdup(ev->source);
+    oe->output = output;
+    oe->message = message;
+    if (pm__queue_push(b->events, oe) != PM_OK)
+        owned_event_free(oe); /* cannot happen: events close only after every producer */
+}
+
+static void thread_finished(pm_batch *b)
+{
+    pthread_mutex_lock(&b->live_mu);
+    int last = --b->live_threads == 0;
+    pthread_mutex_unlock(&b->live_mu);
+    if (last)
+        pm__queue_close(b->events);
+}
+
+/* ---- scanner thread ---- */
+
+static int scan_on_source(const char *path, const char *out_rel, int explicit_file, void *ud)
+{
+    pm_batch *b = ud;
+    pm__job *job = g_new0(pm__job, 1);
+    job->source = g_strdup(path);
+    job->out_rel = g_strdup(out_rel);
+    job->explicit_file = explicit_file;
+    pm__waitgroup_add(&b->wg, 1); /* before the push: a worker may finish it at once */
+    if (pm__queue_push(b->jobs, job) != PM_OK) {
+        pm__waitgroup_done(&b->wg);
+        g_free(job->source);
+        g_free(job->out_rel);
+        g_free(job);
+        return 1; /* closed: cancelled */
+    }
+    return 0;
+}
+
+static void scan_on_event(pm_event_type type, const char *path, int status, int sys_errno,
+                          void *ud)
+{
+    pm_batch *b = ud;
+    pm_event ev = {0};
+    ev.type = type;
+    ev.source = path;
+    ev.status = status;
+    ev.sys_errno = sys_errno;
+    post_event(b, &ev, NULL, NULL);
+}
+
+static void *scanner_main(void *arg)
+{
+    pm_batch *b = arg;
+    pm__scan_sink sink = {scan_on_source, scan_on_event, b};
+    for (guint i = 0; i < b->inputs->len; i++) {
+        input *in = &g_array_index(b->inputs, input, i);
+        int stop;
+        if (in->path) {
+            stop = pm__scan_path(&b->scan_cfg, in->path, NULL, &sink);
+        } else {
+            FILE *f = fdopen(in->list_fd, "r");
+            if (!f) {
+                scan_on_event(PM_EVENT_SCAN_ERROR, "(file list)", PM_ERR_SCAN, errno, b);
+                continue;
+            }
+            in->list_fd = -1; /* the FILE owns it now */
+            stop = pm__scan_list(&b->scan_cfg, f, in->delim, &sink);
+            fclose(f);
+        }
+        if (stop)
+            break;
+    }
+    pm__queue_close(b->jobs);
+    thread_finished(b);
+    return NULL;
+}
+
+/* ---- workers ---- */
+
+static void *worker_main(void *arg)
+{
+    pm_batch *b = arg;
+    void *item;
+    while (pm__queue_pop(b->jobs, &item) == PM_OK) {
+        pm__job *job = item;
+        if (!__atomic_load_n(&b->cancel, __ATOMIC_ACQUIRE)) {
+            pm_event ev;
+            char *output, *message;
+            pm__process_job(&b->ctx, job, &ev, &output, &message);
+            post_event(b, &ev, output, message);
+        }
+        g_free(job->source);
+        g_free(job->out_rel);
+        g_free(job);
+        pm__waitgroup_done(&b->wg);
+    }
+    pm__vips_thread_shutdown();
+    thread_finished(b);
+    return NULL;
+}
+
+/* ---- setup ---- */
+
+static double wall_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double cpu_now(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+static int path_is_within(const char *inner, const char *outer)
+{
+    size_t n = strlen(outer);
+    if (strcmp(outer, "/") == 0)
+        return 1;
+    return strncmp(inner, outer, n) == 0 && (inner[n] == '\0' || inner[n] == '/');
+}
+
+/* Does the output root overlap what the inputs cover, so that an existing file at an output
+ * name may be an input? Then outputs never replace anything. An output root strictly inside
+ * an input folder does not count: the walk never enters it. */
+static int outputs_overlap_inputs(pm_batch *b, const char *out_real)
+{
+    for (guint i = 0; i < b->inputs->len; i++) {
+        input *in = &g_array_index(b->inputs, input, i);
+        char *real = NULL;
+        if (!in->path) {
+            real = realpath(".", NULL); /* listed paths are relative to here */
+        } else {
+            struct stat st;
+            if (stat(in->path, &st) == 0 && !S_ISDIR(st.st_mode)) {
+                char *dir = g_path_get_dirname(in->path);
+                real = realpath(dir, NULL);
+                g_free(dir);
+            } else {
+                real = realpath(in->path, NULL);
+            }
+        }
+        int hit = real && path_is_within(real, out_real);
+        free(real);
+        if (hit)
+            return 1;
+    }
+    return 0;
+}
+
+static void post_fatal(pm_batch *b, pm_event_cb cb, void *ud, int status, int err)
+{
+    pm_event ev = {0};
+    ev.type = PM_EVENT_SCAN_ERROR;
+    ev.source = b->output_dir;
+    ev.status = status;
+    ev.sys_errno = err;
+    if (cb)
+        cb(&ev, ud);
+}
+
+/* Create the output root if needed, open it, and prove we can create files in it. */
+static int open_output_root(pm_batch *b, int *out_fd, int *sys_errno)
+{
+    if (g_mkdir_with_parents(b->output_dir, 0777) != 0) {
+        *sys_errno = errno;
+        return PM_ERR_OUTPUT_DIR;
+    }
+    int fd = open(b->output_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        *sys_errno = errno;
+        return PM_ERR_OUTPUT_DIR;
+    }
+    pm__temp probe;
+    if (pm__publish_begin(&probe, fd, sys_errno) != PM_OK) {
+        close(fd);
+        return PM_ERR_OUTPUT_DIR;
+    }
+    pm__publish_abort(&probe);
+    *out_fd = fd;
+    return PM_OK;
+}
+
+int pm_batch_run(pm_batch *b, pm_event_cb on_event, void *user_data, pm_summary *summary)
+{
+    if (!b || b->ran)
+        return PM_ERR_USAGE;
+    b->ran = 1;
+    pm_summary sum = {0};
+    double wall0 = wall_now(), cpu0 = cpu_now();
+    int jobs = b->opts.jobs ? b->opts.jobs : pm_default_jobs();
+    sum.jobs = jobs;
+    int err = 0;
+    int rootfd = -1;
+    int rc = open_output_root(b, &rootfd, &err);
+    if (rc != PM_OK) {
+        post_fatal(b, on_event, user_data, rc, err);
+        goto done;
+    }
+    struct stat rst;
+    char *out_real = realpath(b->output_dir, NULL);
+    if (fstat(rootfd, &rst) != 0 || !out_real) {
+        rc = PM_ERR_OUTPUT_DIR;
+        post_fatal(b, on_event, user_data, rc, errno);
+        free(out_real);
+        close(rootfd);
+        goto done;
+    }
+    b->ctx.opts = &b->opts;
+    b->ctx.out_rootfd = rootfd;
+    b->ctx.out_root = b->output_dir;
+    b->ctx.overlap = outputs_overlap_inputs(b, out_real);
+    b->ctx.cancel = &b->cancel;
+    free(out_real);
+    b->scan_cfg.include_hidden = b->opts.include_hidden;
+    b->scan_cfg.have_exclude = 1;
+    b->scan_cfg.exclude_dev = rst.st_dev;
+    b->scan_cfg.exclude_ino = rst.st_ino;
+    b->scan_cfg.cancel = &b->cancel;
+
+    size_t capacity = b->opts.queue_capacity ? (size_t)b->opts.queue_capacity
+                                             : (size_t)(jobs * 4 > 16 ? jobs * 4 : 16);
+    pm__queue *jobq = NULL;
+    rc = pm__queue_create(&jobq, capacity);
+    __atomic_store_n(&b->jobs, jobq, __ATOMIC_RELEASE);
+    if (rc == PM_OK)
+        rc = pm__queue_create(&b->events, 256);
+    if (rc == PM_OK)
+        rc = pm__waitgroup_init(&b->wg);
+    if (rc != PM_OK || pthread_mutex_init(&b->live_mu, NULL) != 0) {
+        rc = rc != PM_OK ? rc : PM_ERR_THREAD;
+        post_fatal(b, on_event, user_data, rc, 0);
+        close(rootfd);
+        goto done;
+    }
+
+    pthread_t *threads = g_new0(pthread_t, (gsize)jobs + 1);
+    int started = 0;
+    b->live_threads = jobs + 1;
+    for (int i = 0; i < jobs + 1; i++) {
+        if (pthread_create(&threads[i], NULL, i == 0 ? scanner_main : worker_main, b) != 0) {
+            /* Those that never started will not finish: account for them, then stop. */
+            for (int k = i; k < jobs + 1; k++)
+                thread_finished(b);
+            if (i == 0)
+                pm__queue_close(b->jobs);
+            pm_batch_cancel(b);
+            rc = PM_ERR_THREAD;
+            break;
+        }
+        started++;
+    }
+
+    /* This thread is the reporter: it alone touches the summary and calls back. */
+    void *item;
+    while (pm__queue_pop(b->events, &item) == PM_OK) {
+        owned_event *oe = item;
+        oe->ev.source = oe->source;
+        oe->ev.output = oe->output;
+        oe->ev.message = oe->message;
+        switch (oe->ev.type) {
+        case PM_EVENT_DONE:
+            sum.processed++;
+            sum.bytes_in += oe->ev.bytes_in;
+            sum.bytes_out += oe->ev.bytes_out;
+            break;
+        case PM_EVENT_FAILED:
+            sum.failed++;
+            break;
+        case PM_EVENT_SKIPPED:
+            sum.skipped++;
+            break;
+        case PM_EVENT_SCAN_ERROR:
+            sum.scan_errors++;
+            break;
+        }
+        if (on_event && on_event(&oe->ev, user_data) != 0)
+            pm_batch_cancel(b);
+        owned_event_free(oe);
+    }
+    for (int i = 0; i < started; i++)
+        pthread_join(threads[i], NULL);
+    g_free(threads);
+    pm__waitgroup_wait(&b->wg); /* every job handed out has been accounted for */
+
+    pm__waitgroup_destroy(&b->wg);
+    pthread_mutex_destroy(&b->live_mu);
+    close(rootfd);
+    if (rc == PM_OK && __atomic_load_n(&b->cancel, __ATOMIC_ACQUIRE))
+        rc = PM_ERR_CANCELLED;
+done:
+    sum.wall_seconds = wall_now() - wall0;
+    sum.cpu_seconds = cpu_now() - cpu0;
+    if (summary)
+        *summary = sum;
+    return rc;
+}

@@ -1,0 +1,306 @@
+/* The single producer: a streaming, iterative, physical directory walk and file lists.
+ * Memory is O(depth): one open DIR and one path segment per level, never a list of files. */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <glib.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef struct frame {
+    DIR *dir;
+    dev_t dev;
+    ino_t ino;
+    size_t path_len; /* length of the path string for this folder */
+    size_t rel_len;  /* length of the output-relative string for this folder */
+} frame;
+
+static const char *const candidate_exts[] = {"jpg",  "jpeg", "jpe", "jfif", "png", "webp",
+                                             "gif",  "tif",  "tiff", "heic", "heif", "avif"};
+
+int pm__scan_is_candidate_name(const char *name)
+{
+    const char *dot = strrchr(name, '.');
+    if (!dot || dot == name)
+        return 0;
+    for (size_t i = 0; i < G_N_ELEMENTS(candidate_exts); i++)
+        if (strcasecmp(dot + 1, candidate_exts[i]) == 0)
+            return 1;
+    return 0;
+}
+
+static int is_temp_name(const char *name)
+{
+    size_t n = strlen(name);
+    size_t lp = strlen(PM__TEMP_PREFIX), ls = strlen(PM__TEMP_SUFFIX);
+    return n > lp + ls && strncmp(name, PM__TEMP_PREFIX, lp) == 0 &&
+           strcmp(name + n - ls, PM__TEMP_SUFFIX) == 0;
+}
+
+static int cancelled(const pm__scan_config *cfg)
+{
+    return cfg->cancel && __atomic_load_n(cfg->cancel, __ATOMIC_ACQUIRE);
+}
+
+/* "dir/name.ext" -> "dir/name": the stem keeps everything up to the last dot of the name. */
+static void append_stem(GString *rel, const char *name)
+{
+    const char *dot = strrchr(name, '.');
+    size_t len = (dot && dot != name) ? (size_t)(dot - name) : strlen(name);
+    g_string_append_len(rel, name, (gssize)len);
+}
+
+static void join(GString *s, const char *name)
+{
+    if (s->len > 0 && s->str[s->len - 1] != '/')
+        g_string_append_c(s, '/');
+    g_string_append(s, name);
+}
+
+static int emit_source(const pm__scan_sink *sink, const char *path, const char *rel, int expl)
+{
+    return sink->on_source(path, rel, expl, sink->user_data);
+}
+
+static void emit_event(const pm__scan_sink *sink, pm_event_type type, const char *path,
+                       int status, int err)
+{
+    if (sink->on_event)
+        sink->on_event(type, path, status, err, sink->user_data);
+}
+
+static int on_stack(const GArray *stack, dev_t dev, ino_t ino)
+{
+    for (guint i = 0; i < stack->len; i++) {
+        const frame *f = &g_array_index(stack, frame, i);
+        if (f->dev == dev && f->ino == ino)
+            return 1;
+    }
+    return 0;
+}
+
+static int push_dir(GArray *stack, int fd, const struct stat *st, size_t path_len,
+                    size_t rel_len)
+{
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        int err = errno;
+        close(fd);
+        return err;
+    }
+    frame f = {d, st->st_dev, st->st_ino, path_len, rel_len};
+    g_array_append_val(stack, f);
+    return 0;
+}
+
+/* Classify one directory entry without following links. */
+static unsigned char entry_type(DIR *d, const struct dirent *e)
+{
+    if (e->d_type != DT_UNKNOWN)
+        return e->d_type;
+    struct stat st;
+    if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+        return DT_UNKNOWN;
+    if (S_ISDIR(st.st_mode))
+        return DT_DIR;
+    if (S_ISREG(st.st_mode))
+        return DT_REG;
+    if (S_ISLNK(st.st_mode))
+        return DT_LNK;
+    return DT_FIFO; /* some other non-regular kind: treated alike */
+}
+
+static int walk(const pm__scan_config *cfg, int rootfd, const struct stat *rootst,
+                const char *root_path, const char *rel_prefix, const pm__scan_sink *sink)
+{
+    GArray *stack = g_array_new(FALSE, FALSE, sizeof(frame));
+    GString *path = g_string_new(root_path);
+    GString *rel = g_string_new(rel_prefix ? rel_prefix : "");
+    int stop = 0;
+
+    int err = push_dir(stack, rootfd, rootst, path->len, rel->len);
+    if (err) {
+        emit_event(sink, PM_EVENT_SCAN_ERROR, root_path, PM_ERR_SCAN, err);
+        goto out;
+    }
+    while (stack->len > 0 && !stop) {
+        frame *top = &g_array_index(stack, frame, stack->len - 1);
+        g_string_truncate(path, top->path_len);
+        g_string_truncate(rel, top->rel_len);
+        if (cancelled(cfg)) {
+            stop = 1;
+            break;
+        }
+        errno = 0;
+        struct dirent *e = readdir(top->dir);
+        if (!e) {
+            if (errno != 0)
+                emit_event(sink, PM_EVENT_SCAN_ERROR, path->str, PM_ERR_SCAN, errno);
+            closedir(top->dir);
+            g_array_set_size(stack, stack->len - 1);
+            continue;
+        }
+        const char *name = e->d_name;
+        if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+            continue;
+        if (is_temp_name(name) || (name[0] == '.' && !cfg->include_hidden))
+            continue;
+        join(path, name);
+        unsigned char type = entry_type(top->dir, e);
+        if (type == DT_DIR) {
+            int fd = openat(dirfd(top->dir), name,
+                            O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            struct stat st;
+            if (fd < 0) {
+                if (errno == ELOOP || errno == ENOTDIR) /* replaced by a link meanwhile */
+                    emit_event(sink, PM_EVENT_SKIPPED, path->str, PM_ERR_SYMLINK, 0);
+                else
+                    emit_event(sink, PM_EVENT_SCAN_ERROR, path->str, PM_ERR_SCAN, errno);
+                continue;
+            }
+            if (fstat(fd, &st) != 0) {
+                emit_event(sink, PM_EVENT_SCAN_ERROR, path->str, PM_ERR_SCAN, errno);
+                close(fd);
+                continue;
+            }
+            if (cfg->have_exclude && st.st_dev == cfg->exclude_dev &&
+                st.st_ino == cfg->exclude_ino) {
+                close(fd); /* the output root: never re-ingest our own outputs */
+                continue;
+            }
+            if (on_stack(stack, st.st_dev, st.st_ino)) {
+                emit_event(sink, PM_EVENT_SKIPPED, path->str, PM_ERR_LOOP, 0);
+                close(fd);
+                continue;
+            }
+            join(rel, name);
+            err = push_dir(stack, fd, &st, path->len, rel->len);
+            if (err)
+                emit_event(sink, PM_EVENT_SCAN_ERROR, path->str, PM_ERR_SCAN, err);
+        } else if (pm__scan_is_candidate_name(name)) {
+            if (type == DT_REG) {
+                if (rel->len > 0)
+                    g_string_append_c(rel, '/');
+                append_stem(rel, name);
+                stop = emit_source(sink, path->str, rel->str, 0);
+            } else if (type == DT_LNK) {
+                emit_event(sink, PM_EVENT_SKIPPED, path->str, PM_ERR_SYMLINK, 0);
+            } else if (type == DT_UNKNOWN) {
+                emit_event(sink, PM_EVENT_SCAN_ERROR, path->str, PM_ERR_SCAN, errno);
+            } else {
+                emit_event(sink, PM_EVENT_SKIPPED, path->str, PM_ERR_NOT_REGULAR, 0);
+            }
+        }
+    }
+out:
+    for (guint i = 0; i < stack->len; i++)
+        closedir(g_array_index(stack, frame, i).dir);
+    g_array_free(stack, TRUE);
+    g_string_free(path, TRUE);
+    g_string_free(rel, TRUE);
+    return stop;
+}
+
+int pm__scan_path(const pm__scan_config *cfg, const char *path, const char *rel_prefix,
+                  const pm__scan_sink *sink)
+{
+    if (cancelled(cfg))
+        return 1;
+    /* A path the user named is followed if it is a link, as find -H does. O_NONBLOCK so a
+     * FIFO never blocks us; the open is only to classify it. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    struct stat st;
+    if (fd < 0) {
+        emit_event(sink, PM_EVENT_SCAN_ERROR, path, PM_ERR_SCAN, errno);
+        return 0;
+    }
+    if (fstat(fd, &st) != 0) {
+        emit_event(sink, PM_EVENT_SCAN_ERROR, path, PM_ERR_SCAN, errno);
+        close(fd);
+        return 0;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        /* Re-open as a plain directory descriptor for fdopendir. */
+        int dfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        int err = errno;
+        close(fd);
+        if (dfd < 0) {
+            emit_event(sink, PM_EVENT_SCAN_ERROR, path, PM_ERR_SCAN, err);
+            return 0;
+        }
+        return walk(cfg, dfd, &st, path, rel_prefix, sink);
+    }
+    close(fd);
+    if (!S_ISREG(st.st_mode)) {
+        emit_event(sink, PM_EVENT_SKIPPED, path, PM_ERR_NOT_REGULAR, 0);
+        return 0;
+    }
+    GString *rel = g_string_new(NULL);
+    if (rel_prefix) {
+        g_string_append(rel, rel_prefix);
+        const char *slash = strrchr(rel->str, '/');
+        size_t keep = slash ? (size_t)(slash - rel->str) + 1 : 0;
+        g_string_truncate(rel, keep);
+    }
+    const char *base = strrchr(path, '/');
+    append_stem(rel, base ? base + 1 : path);
+    int stop = emit_source(sink, path, rel->str, 1);
+    g_string_free(rel, TRUE);
+    return stop;
+}
+
+int pm__scan_rel_from_listed(const char *path, char **out)
+{
+    GString *rel = g_string_new(NULL);
+    const char *p = path;
+    while (*p) {
+        while (*p == '/')
+            p++;
+        const char *end = strchr(p, '/');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len == 2 && p[0] == '.' && p[1] == '.') {
+            g_string_free(rel, TRUE);
+            return PM_ERR_USAGE;
+        }
+        if (len > 0 && !(len == 1 && p[0] == '.')) {
+            if (rel->len > 0)
+                g_string_append_c(rel, '/');
+            g_string_append_len(rel, p, (gssize)len);
+        }
+        p += len;
+    }
+    *out = g_string_free(rel, FALSE);
+    return PM_OK;
+}
+
+int pm__scan_list(const pm__scan_config *cfg, FILE *f, int delim, const pm__scan_sink *sink)
+{
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    int stop = 0;
+    while (!stop && (n = getdelim(&line, &cap, delim, f)) >= 0) {
+        if (n > 0 && line[n - 1] == (char)delim)
+            line[--n] = '\0';
+        if (n == 0)
+            continue;
+        char *rel = NULL;
+        if (pm__scan_rel_from_listed(line, &rel) != PM_OK || rel[0] == '\0') {
+            emit_event(sink, PM_EVENT_SCAN_ERROR, line, PM_ERR_USAGE, 0);
+            g_free(rel);
+            continue;
+        }
+        stop = pm__scan_path(cfg, line, rel, sink);
+        g_free(rel);
+    }
+    if (!stop && ferror(f))
+        emit_event(sink, PM_EVENT_SCAN_ERROR, "(file list)", PM_ERR_SCAN, errno);
+    free(line);
+    return stop;
+}

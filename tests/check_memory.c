@@ -1,0 +1,98 @@
+/* Memory stays flat: peak RSS of pixmill over 20,000 tiny images is within 15 % of its peak
+ * over 2,000 (from wait4's rusage of the child). Only in the plain build: sanitizers change
+ * memory use entirely. */
+#define _GNU_SOURCE
+#include "support.h"
+
+#include <check.h>
+#include <fcntl.h>
+#include <glib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static char *tmp;
+
+static void setup(void)
+{
+    pmt_vips_init();
+    tmp = pmt_mkdtemp();
+    ck_assert_ptr_nonnull(tmp);
+}
+
+static void teardown(void)
+{
+    pmt_rmtree(tmp);
+    free(tmp);
+}
+
+/* n copies of one tiny PNG, 500 per folder. */
+static char *make_tree(const char *name, int n, const void *png, size_t len)
+{
+    char *root = pmt_path(tmp, name);
+    for (int i = 0; i < n; i++) {
+        char rel[64];
+        snprintf(rel, sizeof(rel), "d%03d", i / 500);
+        char *dir = pmt_path(root, rel);
+        if (i % 500 == 0)
+            pmt_mkdirs(dir);
+        snprintf(rel, sizeof(rel), "img%06d.png", i);
+        char *p = pmt_path(dir, rel);
+        int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        ck_assert_int_ge(fd, 0);
+        ck_assert_int_eq(write(fd, png, len), (ssize_t)len);
+        close(fd);
+        free(p);
+        free(dir);
+    }
+    return root;
+}
+
+static long peak_kib(const char *src, const char *outname, int n)
+{
+    char *out = pmt_path(tmp, outname);
+    const char *argv[] = {pmt_pixmill(), "-q", "-j", "2", "-s", "16", "-o", out, src, NULL};
+    struct rusage ru;
+    char *err;
+    int rc = pmt_run((char *const *)argv, NULL, &err, &ru);
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
+    ck_assert_int_eq(pmt_count_files(out, ".png"), n);
+    free(err);
+    free(out);
+    return ru.ru_maxrss;
+}
+
+START_TEST(test_peak_rss_flat)
+{
+    size_t len;
+    void *png = pmt_encode_image(".png", 24, 24, 3, &len);
+    ck_assert_ptr_nonnull(png);
+    char *small = make_tree("small", 2000, png, len);
+    char *large = make_tree("large", 20000, png, len);
+    long rss_small = peak_kib(small, "out-small", 2000);
+    long rss_large = peak_kib(large, "out-large", 20000);
+    fprintf(stderr, "peak RSS: 2,000 files %ld KiB, 20,000 files %ld KiB (%.1f %%)\n", rss_small,
+            rss_large, 100.0 * (double)(rss_large - rss_small) / (double)rss_small);
+    ck_assert_msg(rss_large <= rss_small * 115 / 100,
+                  "peak RSS grew with the file count: %ld KiB -> %ld KiB", rss_small, rss_large);
+    g_free(png);
+    free(small);
+    free(large);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("memory");
+    TCase *tc = tcase_create("flat");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, test_peak_rss_flat);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}

@@ -1,0 +1,328 @@
+/* Test helpers; see support.h. */
+#define _GNU_SOURCE
+#include "support.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <glib.h>
+#include <stdio.h>
+#include <jpeglib.h>
+#include <png.h>
+#include <setjmp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <vips/vips.h>
+#include <webp/decode.h>
+
+char *pmt_mkdtemp(void)
+{
+    const char *base = getenv("TMPDIR");
+    char *tmpl = g_strdup_printf("%s/pixmill-test-XXXXXX", base && *base ? base : "/tmp");
+    if (!mkdtemp(tmpl)) {
+        g_free(tmpl);
+        return NULL;
+    }
+    char *out = strdup(tmpl);
+    g_free(tmpl);
+    return out;
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    if (flag == FTW_DP || flag == FTW_DNR)
+        chmod(path, 0700);
+    return remove(path);
+}
+
+void pmt_rmtree(const char *path)
+{
+    if (path)
+        nftw(path, rm_one, 64, FTW_DEPTH | FTW_PHYS);
+}
+
+char *pmt_path(const char *dir, const char *name)
+{
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+void pmt_mkdirs(const char *path)
+{
+    g_mkdir_with_parents(path, 0755);
+}
+
+int pmt_write_file(const char *path, const void *data, size_t len)
+{
+    return g_file_set_contents(path, data, (gssize)len, NULL) ? 0 : -1;
+}
+
+char *pmt_read_file(const char *path, size_t *len)
+{
+    gchar *data;
+    gsize n;
+    if (!g_file_get_contents(path, &data, &n, NULL))
+        return NULL;
+    char *out = malloc(n + 1);
+    memcpy(out, data, n);
+    out[n] = '\0';
+    g_free(data);
+    if (len)
+        *len = n;
+    return out;
+}
+
+int pmt_same_file_bytes(const char *a, const char *b)
+{
+    size_t la, lb;
+    char *da = pmt_read_file(a, &la), *db = pmt_read_file(b, &lb);
+    int same = da && db && la == lb && memcmp(da, db, la) == 0;
+    free(da);
+    free(db);
+    return same;
+}
+
+void pmt_vips_init(void)
+{
+    if (VIPS_INIT("pixmill-tests") != 0)
+        abort();
+    vips_concurrency_set(1);
+    vips_cache_set_max(0);
+}
+
+static VipsImage *gradient(int width, int height, int bands)
+{
+    VipsImage *xyz, *scaled, *r, *g, *b, *rgb, *out = NULL;
+    if (vips_xyz(&xyz, width, height, NULL))
+        return NULL;
+    double a[2] = {255.0 / (width > 1 ? width - 1 : 1), 255.0 / (height > 1 ? height - 1 : 1)};
+    double c[2] = {0, 0};
+    vips_linear(xyz, &scaled, a, c, 2, NULL);
+    vips_extract_band(scaled, &r, 0, NULL);
+    vips_extract_band(scaled, &g, 1, NULL);
+    vips_linear1(r, &b, -1.0, 255.0, NULL);
+    VipsImage *parts[4] = {r, g, b, NULL};
+    int n = 3;
+    if (bands == 4) { /* alpha 0 on the left half, opaque on the right */
+        VipsImage *mask;
+        vips_more_const1(xyz, &mask, width / 2.0, NULL);
+        vips_extract_band(mask, &parts[3], 0, NULL);
+        g_object_unref(mask);
+        n = 4;
+    }
+    vips_bandjoin(parts, &rgb, n, NULL);
+    vips_cast_uchar(rgb, &out, NULL);
+    out->Type = VIPS_INTERPRETATION_sRGB;
+    for (int i = 0; i < n; i++)
+        g_object_unref(parts[i]);
+    g_object_unref(rgb);
+    g_object_unref(scaled);
+    g_object_unref(xyz);
+    return out;
+}
+
+int pmt_write_image(const char *path, int width, int height, int bands)
+{
+    VipsImage *im = gradient(width, height, bands);
+    if (!im)
+        return -1;
+    int rc = vips_image_write_to_file(im, path, NULL);
+    g_object_unref(im);
+    return rc;
+}
+
+void *pmt_encode_image(const char *suffix, int width, int height, int bands, size_t *len)
+{
+    VipsImage *im = gradient(width, height, bands);
+    void *buf = NULL;
+    if (im && vips_image_write_to_buffer(im, suffix, &buf, len, NULL) != 0)
+        buf = NULL;
+    if (im)
+        g_object_unref(im);
+    return buf;
+}
+
+int pmt_png_decode(const char *path, int *w, int *h, int *channels)
+{
+    png_image img;
+    memset(&img, 0, sizeof(img));
+    img.version = PNG_IMAGE_VERSION;
+    if (!png_image_begin_read_from_file(&img, path))
+        return -1;
+    *w = (int)img.width;
+    *h = (int)img.height;
+    *channels = (int)PNG_IMAGE_SAMPLE_CHANNELS(img.format);
+    img.format = PNG_FORMAT_RGBA;
+    png_bytep buf = malloc(PNG_IMAGE_SIZE(img));
+    int ok = buf && png_image_finish_read(&img, NULL, buf, 0, NULL);
+    free(buf);
+    png_image_free(&img);
+    return ok ? 0 : -1;
+}
+
+struct jerr {
+    struct jpeg_error_mgr mgr;
+    jmp_buf jb;
+};
+
+/* Count warnings (a truncated file warns) without printing them. */
+static void jerr_emit(j_common_ptr cinfo, int level)
+{
+    if (level < 0)
+        cinfo->err->num_warnings++;
+}
+
+static void jerr_exit(j_common_ptr cinfo)
+{
+    longjmp(((struct jerr *)cinfo->err)->jb, 1);
+}
+
+int pmt_jpeg_decode(const char *path, int *w, int *h, int *channels, unsigned char *corner_rgb)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return -1;
+    struct jpeg_decompress_struct cinfo;
+    struct jerr je;
+    unsigned char *row = NULL;
+    cinfo.err = jpeg_std_error(&je.mgr);
+    je.mgr.error_exit = jerr_exit;
+    je.mgr.emit_message = jerr_emit;
+    if (setjmp(je.jb)) {
+        jpeg_destroy_decompress(&cinfo);
+        fclose(f);
+        free(row);
+        return -1;
+    }
+    jpeg_create_decompress(&cinfo);
+    jpeg_stdio_src(&cinfo, f);
+    jpeg_read_header(&cinfo, TRUE);
+    jpeg_start_decompress(&cinfo);
+    *w = (int)cinfo.output_width;
+    *h = (int)cinfo.output_height;
+    *channels = cinfo.output_components;
+    row = malloc((size_t)cinfo.output_width * (size_t)cinfo.output_components);
+    int first = 1;
+    while (cinfo.output_scanline < cinfo.output_height) {
+        JSAMPROW rows[1] = {row};
+        jpeg_read_scanlines(&cinfo, rows, 1);
+        if (first && corner_rgb) { /* top-left pixel */
+            for (int i = 0; i < 3; i++)
+                corner_rgb[i] = row[cinfo.output_components == 3 ? i : 0];
+        }
+        first = 0;
+    }
+    int warnings = (int)je.mgr.num_warnings;
+    jpeg_finish_decompress(&cinfo);
+    jpeg_destroy_decompress(&cinfo);
+    fclose(f);
+    free(row);
+    return warnings ? -1 : 0; /* a truncated file warns: count it as a failure */
+}
+
+int pmt_webp_decode(const char *path, int *w, int *h, int *has_alpha)
+{
+    size_t len;
+    char *data = pmt_read_file(path, &len);
+    if (!data)
+        return -1;
+    WebPBitstreamFeatures feat;
+    int rc = -1;
+    if (WebPGetFeatures((const uint8_t *)data, len, &feat) == VP8_STATUS_OK) {
+        uint8_t *px = WebPDecodeRGBA((const uint8_t *)data, len, w, h);
+        if (px) {
+            *has_alpha = feat.has_alpha;
+            WebPFree(px);
+            rc = 0;
+        }
+    }
+    free(data);
+    return rc;
+}
+
+static char *slurp_fd(int fd)
+{
+    GString *s = g_string_new(NULL);
+    char buf[4096];
+    ssize_t n;
+    lseek(fd, 0, SEEK_SET);
+    while ((n = read(fd, buf, sizeof(buf))) > 0)
+        g_string_append_len(s, buf, n);
+    char *out = strdup(s->str);
+    g_string_free(s, TRUE);
+    return out;
+}
+
+int pmt_run(char *const argv[], char **out, char **err, struct rusage *ru)
+{
+    FILE *fo = tmpfile(), *fe = tmpfile();
+    if (!fo || !fe)
+        return -1;
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        int devnull = open("/dev/null", O_RDONLY);
+        dup2(devnull, 0);
+        dup2(fileno(fo), 1);
+        dup2(fileno(fe), 2);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    int status;
+    struct rusage usage;
+    while (wait4(pid, &status, 0, &usage) < 0 && errno == EINTR) {
+    }
+    if (ru)
+        *ru = usage;
+    if (out)
+        *out = slurp_fd(fileno(fo));
+    if (err)
+        *err = slurp_fd(fileno(fe));
+    fclose(fo);
+    fclose(fe);
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status);
+    if (WIFSIGNALED(status))
+        return 128 + WTERMSIG(status);
+    return -1;
+}
+
+const char *pmt_pixmill(void)
+{
+    const char *p = getenv("PIXMILL_BIN");
+    return p ? p : "pixmill";
+}
+
+static const char *count_needle;
+static int count_hits;
+
+static int count_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    if (flag == FTW_F && strstr(path + ftw->base, count_needle))
+        count_hits++;
+    return 0;
+}
+
+int pmt_count_files(const char *dir, const char *needle)
+{
+    count_needle = needle;
+    count_hits = 0;
+    nftw(dir, count_one, 64, FTW_PHYS);
+    return count_hits;
+}
+
+int pmt_scale_divisor(void)
+{
+    const char *s = getenv("PM_TEST_SCALE");
+    int d = s ? atoi(s) : 1;
+    return d > 0 ? d : 1;
+}

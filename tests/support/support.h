@@ -1,0 +1,42 @@
+/* Test helpers: temp folders, synthetic images, running the built binary, and decoders that
+ * are not libvips (libpng, libjpeg, libwebp) to check outputs independently. */
+#ifndef PM_TEST_SUPPORT_H
+#define PM_TEST_SUPPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/resource.h>
+
+/* A fresh folder under $TMPDIR; free with pmt_rmtree + free. */
+char *pmt_mkdtemp(void);
+void pmt_rmtree(const char *path);
+char *pmt_path(const char *dir, const char *name); /* malloc'd "dir/name" */
+void pmt_mkdirs(const char *path);
+int pmt_write_file(const char *path, const void *data, size_t len);
+/* malloc'd contents, NULL on failure */
+char *pmt_read_file(const char *path, size_t *len);
+int pmt_same_file_bytes(const char *a, const char *b);
+
+/* Needs libvips initialised (call pmt_vips_init in a checked fixture). A smooth gradient;
+ * bands 3 (RGB) or 4 (RGBA, alpha 0 in the left half); the format follows the extension. */
+void pmt_vips_init(void);
+int pmt_write_image(const char *path, int width, int height, int bands);
+/* Encoded bytes of a small image, for fast mass-copying. */
+void *pmt_encode_image(const char *suffix, int width, int height, int bands, size_t *len);
+
+/* Independent decoders: full decode; 0 on success with dimensions and channels set. */
+int pmt_png_decode(const char *path, int *w, int *h, int *channels);
+int pmt_jpeg_decode(const char *path, int *w, int *h, int *channels, unsigned char *corner_rgb);
+int pmt_webp_decode(const char *path, int *w, int *h, int *has_alpha);
+
+/* Runs argv (argv[0] a path) with stdin from /dev/null; captures stdout and stderr into
+ * malloc'd strings (may be NULL). Returns the exit status (128+sig when killed), -1 on error.
+ * ru, when not NULL, receives the child's resource usage (ru_maxrss: peak RSS in KiB). */
+int pmt_run(char *const argv[], char **out, char **err, struct rusage *ru);
+const char *pmt_pixmill(void); /* $PIXMILL_BIN */
+/* Number of files whose name contains needle, below dir (recursive). */
+int pmt_count_files(const char *dir, const char *needle);
+/* Scale for heavy tests: $PM_TEST_SCALE as a divisor (1 = full). */
+int pmt_scale_divisor(void);
+
+#endif
