@@ -64,8 +64,11 @@ static void print_escaped(FILE *f, const char *s)
     const unsigned char *p = (const unsigned char *)s;
     while (*p) {
         unsigned char c = *p;
-        int len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3
-                             : (c & 0xF8) == 0xF0   ? 4 : 0;
+        int len = c < 0x80             ? 1
+                  : (c & 0xE0) == 0xC0 ? 2
+                  : (c & 0xF0) == 0xE0 ? 3
+                  : (c & 0xF8) == 0xF0 ? 4
+                                       : 0;
         int valid = len > 0;
         for (int i = 1; valid && i < len; i++)
             valid = (p[i] & 0xC0) == 0x80;
@@ -157,11 +160,10 @@ static void print_summary(const pm_summary *s)
     format_bytes(in, sizeof(in), s->bytes_in);
     format_bytes(out, sizeof(out), s->bytes_out);
     double rate = s->wall_seconds > 0 ? (double)s->processed / s->wall_seconds : 0.0;
-    fprintf(stderr,
-            "pixmill: %" PRIu64 " processed, %" PRIu64 " skipped, %" PRIu64 " failed",
+    fprintf(stderr, "pixmill: %" PRIu64 " processed, %" PRIu64 " skipped, %" PRIu64 " failed",
             s->processed, s->skipped, s->failed + s->scan_errors);
-    fprintf(stderr, ", %s in, %s out, %.2f s, %.1f images/s (%d jobs)\n", in, out,
-            s->wall_seconds, rate, s->jobs);
+    fprintf(stderr, ", %s in, %s out, %.2f s, %.1f images/s (%d jobs)\n", in, out, s->wall_seconds,
+            rate, s->jobs);
 }
 
 __attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...)
@@ -255,8 +257,7 @@ int main(int argc, char **argv)
             break;
         case 's':
             if (pm_size_parse(optarg, &opts.size) != PM_OK)
-                return usage_error("invalid size '%s' (want N, WxH, Wx or xH, 1..100000)",
-                                   optarg);
+                return usage_error("invalid size '%s' (want N, WxH, Wx or xH, 1..100000)", optarg);
             break;
         case 'f':
             if (pm_format_parse(optarg, &opts.format) != PM_OK)

@@ -364,10 +364,10 @@ START_TEST(test_bad_options_exit_2_touch_nothing)
 {
     image("a.jpg", 100, 100, 3);
     const char *bad[][4] = {
-        {"--size", "0"},     {"-s", "-1"},          {"-s", "1e12"},    {"-s", ""},
-        {"-Q", "1000"},      {"-Q", "0"},           {"-f", "bmp"},     {"-f", ""},
-        {"-j", "0"},         {"-j", "x"},           {"--queue", "0"},  {"--max-pixels", "-5"},
-        {"--fail-on", "x"},  {"--no-such-option"},  {"-o", ""},        {"--files-from", ""},
+        {"--size", "0"},    {"-s", "-1"},         {"-s", "1e12"},   {"-s", ""},
+        {"-Q", "1000"},     {"-Q", "0"},          {"-f", "bmp"},    {"-f", ""},
+        {"-j", "0"},        {"-j", "x"},          {"--queue", "0"}, {"--max-pixels", "-5"},
+        {"--fail-on", "x"}, {"--no-such-option"}, {"-o", ""},       {"--files-from", ""},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char *err;
@@ -408,8 +408,12 @@ START_TEST(test_output_not_usable_exit_3)
 }
 END_TEST
 
-START_TEST(test_sigint_exit_130_no_temps)
+/* SIGINT -> 130, SIGTERM -> 143 */
+static const int stop_signals[] = {SIGINT, SIGTERM};
+
+START_TEST(test_signal_exit_code_no_temps)
 {
+    int sig = stop_signals[_i];
     for (int i = 0; i < 60; i++) {
         char name[32];
         snprintf(name, sizeof(name), "p%02d.jpg", i);
@@ -427,11 +431,11 @@ START_TEST(test_sigint_exit_130_no_temps)
     /* Wait until it is working (the first output exists), then interrupt. */
     while (pmt_count_files(out, ".jpg") == 0)
         usleep(2000);
-    kill(pid, SIGINT);
+    kill(pid, sig);
     int status;
     ck_assert_int_eq(waitpid(pid, &status, 0), pid);
     ck_assert(WIFEXITED(status));
-    ck_assert_int_eq(WEXITSTATUS(status), 130);
+    ck_assert_int_eq(WEXITSTATUS(status), 128 + sig);
     ck_assert_int_lt(pmt_count_files(out, ".jpg"), 60);
     ck_assert_int_eq(pmt_count_files(out, ".pixmill-"), 0);
     char *e = pmt_read_file(errpath, NULL);
@@ -459,7 +463,7 @@ int main(void)
     tcase_add_test(tc, test_files_from_nul);
     tcase_add_test(tc, test_bad_options_exit_2_touch_nothing);
     tcase_add_test(tc, test_output_not_usable_exit_3);
-    tcase_add_test(tc, test_sigint_exit_130_no_temps);
+    tcase_add_loop_test(tc, test_signal_exit_code_no_temps, 0, 2);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -25,9 +25,9 @@ static long items_total(void)
 
 typedef struct matrix_ctx {
     pm__queue *q;
-    long first, count;     /* producer: items [first, first+count) */
-    unsigned char *seen;   /* consumers: atomically incremented per item */
-    long popped;           /* consumer: items it took */
+    long first, count;   /* producer: items [first, first+count) */
+    unsigned char *seen; /* consumers: atomically incremented per item */
+    long popped;         /* consumer: items it took */
 } matrix_ctx;
 
 static void *producer(void *arg)
@@ -125,7 +125,7 @@ START_TEST(test_push_blocks_when_full)
     pthread_t t;
     pthread_create(&t, NULL, push_one, &o);
     WAIT_UNTIL(pm__queue_waiting_pushers(q) == 1); /* it is blocked inside push */
-    ck_assert_uint_eq(pm__queue_length(q), 2);   /* and its item is not in */
+    ck_assert_uint_eq(pm__queue_length(q), 2);     /* and its item is not in */
     ck_assert_int_eq(__atomic_load_n(&o.rc, __ATOMIC_SEQ_CST), 99);
     void *item;
     ck_assert_int_eq(pm__queue_pop(q, &item), PM_OK);

@@ -173,8 +173,7 @@ static int scan_on_source(const char *path, const char *out_rel, int explicit_fi
     return 0;
 }
 
-static void scan_on_event(pm_event_type type, const char *path, int status, int sys_errno,
-                          void *ud)
+static void scan_on_event(pm_event_type type, const char *path, int status, int sys_errno, void *ud)
 {
     pm_batch *b = ud;
     pm_event ev = {0};

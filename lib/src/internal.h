@@ -73,9 +73,9 @@ int pm__scan_rel_from_listed(const char *path, char **out);
 
 /* ---- publish.c: atomic outputs ---- */
 typedef struct pm__temp {
-    int dirfd;      /* borrowed */
-    int fd;         /* the temp file, open for writing */
-    char name[64];  /* temp name inside dirfd */
+    int dirfd;     /* borrowed */
+    int fd;        /* the temp file, open for writing */
+    char name[64]; /* temp name inside dirfd */
 } pm__temp;
 
 #define PM__TEMP_PREFIX ".pixmill-"
@@ -105,8 +105,8 @@ typedef struct pm__job {
 } pm__job;
 
 /* Fills ev (type DONE or FAILED) and hands back owned strings through *output and *message. */
-void pm__process_job(const pm__process_ctx *ctx, const pm__job *job, pm_event *ev,
-                     char **output, char **message);
+void pm__process_job(const pm__process_ctx *ctx, const pm__job *job, pm_event *ev, char **output,
+                     char **message);
 
 int pm__vips_init(const char *argv0);
 void pm__vips_shutdown(void);

@@ -44,8 +44,11 @@ int pm_format_parse(const char *text, pm_format *out)
     static const struct {
         const char *name;
         pm_format format;
-    } names[] = {{"jpeg", PM_FORMAT_JPEG}, {"jpg", PM_FORMAT_JPEG}, {"png", PM_FORMAT_PNG},
-                 {"webp", PM_FORMAT_WEBP}, {"same", PM_FORMAT_SAME}};
+    } names[] = {{"jpeg", PM_FORMAT_JPEG},
+                 {"jpg", PM_FORMAT_JPEG},
+                 {"png", PM_FORMAT_PNG},
+                 {"webp", PM_FORMAT_WEBP},
+                 {"same", PM_FORMAT_SAME}};
     if (!text)
         return PM_ERR_USAGE;
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {

@@ -175,8 +175,8 @@ static void fail(pm_event *ev, int status, int err, char **message, char *text)
     *message = text;
 }
 
-void pm__process_job(const pm__process_ctx *ctx, const pm__job *job, pm_event *ev,
-                     char **output, char **message)
+void pm__process_job(const pm__process_ctx *ctx, const pm__job *job, pm_event *ev, char **output,
+                     char **message)
 {
     const pm_options *o = ctx->opts;
     double t0 = now_seconds();
@@ -188,7 +188,8 @@ void pm__process_job(const pm__process_ctx *ctx, const pm__job *job, pm_event *e
     *output = NULL;
     *message = NULL;
 
-    int flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | (job->explicit_file ? 0 : O_NOFOLLOW);
+    int flags =
+        O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | (job->explicit_file ? 0 : O_NOFOLLOW);
     s.fd = open(job->source, flags);
     if (s.fd < 0) {
         err = errno;
@@ -251,8 +252,7 @@ void pm__process_job(const pm__process_ctx *ctx, const pm__job *job, pm_event *e
     char *dir_rel = slash ? g_strndup(job->out_rel, (gsize)(slash - job->out_rel)) : g_strdup("");
     char *final_name =
         g_strdup_printf("%s.%s", slash ? slash + 1 : job->out_rel, pm_format_extension(format));
-    *output = g_strdup_printf("%s/%s%s%s", ctx->out_root, dir_rel, *dir_rel ? "/" : "",
-                              final_name);
+    *output = g_strdup_printf("%s/%s%s%s", ctx->out_root, dir_rel, *dir_rel ? "/" : "", final_name);
     int rc = pm__publish_open_dir(ctx->out_rootfd, dir_rel, &s.dirfd, &err);
     g_free(dir_rel);
     if (rc != PM_OK) {
@@ -277,9 +277,8 @@ void pm__process_job(const pm__process_ctx *ctx, const pm__job *job, pm_event *e
     int height = o->size.height ? o->size.height : VIPS_MAX_COORD;
     /* fail_on is ignored by vips_thumbnail_source() itself (libvips #5195): pass it to the
      * loader through the option string. */
-    if (vips_thumbnail_source(s.source, &s.thumb, width, "height", height, "size",
-                              VIPS_SIZE_DOWN, "option_string", fail_on_string(o->fail_on),
-                              NULL) != 0) {
+    if (vips_thumbnail_source(s.source, &s.thumb, width, "height", height, "size", VIPS_SIZE_DOWN,
+                              "option_string", fail_on_string(o->fail_on), NULL) != 0) {
         fail(ev, PM_ERR_DECODE, 0, message, take_vips_error());
         goto out_name;
     }

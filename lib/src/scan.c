@@ -21,8 +21,8 @@ typedef struct frame {
     size_t rel_len;  /* length of the output-relative string for this folder */
 } frame;
 
-static const char *const candidate_exts[] = {"jpg",  "jpeg", "jpe", "jfif", "png", "webp",
-                                             "gif",  "tif",  "tiff", "heic", "heif", "avif"};
+static const char *const candidate_exts[] = {"jpg", "jpeg", "jpe",  "jfif", "png",  "webp",
+                                             "gif", "tif",  "tiff", "heic", "heif", "avif"};
 
 int pm__scan_is_candidate_name(const char *name)
 {
@@ -68,8 +68,8 @@ static int emit_source(const pm__scan_sink *sink, const char *path, const char *
     return sink->on_source(path, rel, expl, sink->user_data);
 }
 
-static void emit_event(const pm__scan_sink *sink, pm_event_type type, const char *path,
-                       int status, int err)
+static void emit_event(const pm__scan_sink *sink, pm_event_type type, const char *path, int status,
+                       int err)
 {
     if (sink->on_event)
         sink->on_event(type, path, status, err, sink->user_data);
@@ -85,8 +85,7 @@ static int on_stack(const GArray *stack, dev_t dev, ino_t ino)
     return 0;
 }
 
-static int push_dir(GArray *stack, int fd, const struct stat *st, size_t path_len,
-                    size_t rel_len)
+static int push_dir(GArray *stack, int fd, const struct stat *st, size_t path_len, size_t rel_len)
 {
     DIR *d = fdopendir(fd);
     if (!d) {
@@ -154,8 +153,7 @@ static int walk(const pm__scan_config *cfg, int rootfd, const struct stat *roots
         join(path, name);
         unsigned char type = entry_type(top->dir, e);
         if (type == DT_DIR) {
-            int fd = openat(dirfd(top->dir), name,
-                            O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            int fd = openat(dirfd(top->dir), name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
             struct stat st;
             if (fd < 0) {
                 if (errno == ELOOP || errno == ENOTDIR) /* replaced by a link meanwhile */

@@ -97,16 +97,16 @@ PM_EXTERN int pm_size_parse(const char *text, pm_size *out);
 #define PM_DEFAULT_SIZE 256
 
 typedef struct pm_options {
-    unsigned version;        /* PM_OPTIONS_VERSION */
-    const char *output_dir;  /* required; created if missing; copied at create */
-    pm_size size;            /* box to fit in */
-    pm_format format;        /* output format */
-    int quality;             /* 1..100; 0 = the format's default */
-    int jobs;                /* worker threads; 0 = usable cores */
-    int queue_capacity;      /* bounded queue size; 0 = auto */
-    uint64_t max_pixels;     /* width x height x pages cap; 0 = no cap */
-    pm_fail_on fail_on;      /* decoder strictness */
-    int include_hidden;      /* walk dot files and dot folders */
+    unsigned version;       /* PM_OPTIONS_VERSION */
+    const char *output_dir; /* required; created if missing; copied at create */
+    pm_size size;           /* box to fit in */
+    pm_format format;       /* output format */
+    int quality;            /* 1..100; 0 = the format's default */
+    int jobs;               /* worker threads; 0 = usable cores */
+    int queue_capacity;     /* bounded queue size; 0 = auto */
+    uint64_t max_pixels;    /* width x height x pages cap; 0 = no cap */
+    pm_fail_on fail_on;     /* decoder strictness */
+    int include_hidden;     /* walk dot files and dot folders */
 } pm_options;
 
 /* Fills defaults. Thread-safe. */
