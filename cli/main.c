@@ -74,7 +74,8 @@ static void print_escaped(FILE *f, const char *s)
             valid = (p[i] & 0xC0) == 0x80;
         if (len == 2 && c < 0xC2)
             valid = 0; /* overlong */
-        if (!valid) {
+        int control = len == 1 && (c < 0x20 || c == 0x7f) && c != '\n' && c != '\t';
+        if (!valid || control) {
             fprintf(f, "\\x%02x", c);
             p++;
         } else if (len > 1) {
@@ -88,9 +89,6 @@ static void print_escaped(FILE *f, const char *s)
             p++;
         } else if (c == '\t') {
             fputs("\\t", f);
-            p++;
-        } else if (c < 0x20 || c == 0x7f) {
-            fprintf(f, "\\x%02x", c);
             p++;
         } else {
             fputc(c, f);
@@ -248,7 +246,10 @@ int main(int argc, char **argv)
     long long v;
     int ch;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, ":o:s:f:Q:j:0qvhV", longopts, NULL)) != -1) {
+    /* getopt_long keeps global state: fine here, before any thread exists. */
+    while (
+        (ch = getopt_long(argc, argv, ":o:s:f:Q:j:0qvhV", longopts, // NOLINT(concurrency-mt-unsafe)
+                          NULL)) != -1) {
         switch (ch) {
         case 'o':
             if (!*optarg)

@@ -234,6 +234,20 @@ START_TEST(test_bad_files_fail_alone)
 }
 END_TEST
 
+START_TEST(test_hostile_name_printed_escaped)
+{
+    /* a newline and an invalid UTF-8 byte in a failing file's name */
+    char *p = pmt_path(in, "line1\nline2-\xff.jpg");
+    ck_assert_int_eq(pmt_write_file(p, "", 0), 0);
+    char *err;
+    ck_assert_int_eq(run(&err, "-o", out, in, NULL), 1);
+    ck_assert_msg(strstr(err, "/line1\\nline2-\\xff.jpg: not a known image format"), "%s", err);
+    ck_assert_ptr_null(strstr(err, "line1\n"));
+    free(err);
+    free(p);
+}
+END_TEST
+
 START_TEST(test_truncated_fails_every_time)
 {
     image("whole.jpg", 1200, 900, 3);
@@ -456,6 +470,7 @@ int main(void)
     tcase_add_test(tc, test_alpha_to_jpeg_flattened_on_white);
     tcase_add_test(tc, test_size_forms);
     tcase_add_test(tc, test_bad_files_fail_alone);
+    tcase_add_test(tc, test_hostile_name_printed_escaped);
     tcase_add_test(tc, test_truncated_fails_every_time);
     tcase_add_test(tc, test_output_inside_input_not_reingested);
     tcase_add_test(tc, test_output_equal_to_input_refuses);

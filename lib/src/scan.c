@@ -137,7 +137,8 @@ static int walk(const pm__scan_config *cfg, int rootfd, const struct stat *roots
             break;
         }
         errno = 0;
-        struct dirent *e = readdir(top->dir);
+        /* readdir is safe across threads for distinct streams (glibc); this one is ours. */
+        struct dirent *e = readdir(top->dir); // NOLINT(concurrency-mt-unsafe)
         if (!e) {
             if (errno != 0)
                 emit_event(sink, PM_EVENT_SCAN_ERROR, path->str, PM_ERR_SCAN, errno);
