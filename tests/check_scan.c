@@ -10,6 +10,8 @@
 #include <grp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <fcntl.h>
@@ -259,6 +261,47 @@ START_TEST(test_unreadable_folder_reported_siblings_seen)
 }
 END_TEST
 
+/* A real directory loop under a physical walk needs a bind mount: a child makes one in its own
+ * mount namespace (exit 77 when this machine does not allow that). */
+static int scan_bind_loop(void)
+{
+    char *inner = pmt_path(tmp, "a/b");
+    if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+        mount(tmp, inner, NULL, MS_BIND, NULL) != 0)
+        return 77;
+    record *r = scan(tmp, NULL, 0);
+    char *expect = g_strdup_printf("%d PM_ERR_LOOP 0 %s\n", PM_EVENT_SKIPPED, inner);
+    int ok = r->n_sources == 2 && seen(r, tmp, "a/x.jpg") == 1 && seen(r, tmp, "top.jpg") == 1 &&
+             strstr(r->events->str, expect) != NULL;
+    if (!ok)
+        fprintf(stderr, "sources %d, events:\n%s", r->n_sources, r->events->str);
+    g_free(expect);
+    rec_free(r);
+    free(inner);
+    return ok ? 0 : 1;
+}
+
+START_TEST(test_bind_mount_loop_detected)
+{
+    touch(tmp, "a/x.jpg");
+    touch(tmp, "top.jpg");
+    char *inner = pmt_path(tmp, "a/b");
+    pmt_mkdirs(inner);
+    free(inner);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0)
+        _exit(scan_bind_loop());
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFEXITED(status));
+    if (WEXITSTATUS(status) == 77)
+        fprintf(stderr, "SKIP: no mount namespace here\n");
+    else
+        ck_assert_int_eq(WEXITSTATUS(status), 0);
+}
+END_TEST
+
 START_TEST(test_twenty_thousand_files_each_once)
 {
     int n = 20000;
@@ -382,6 +425,7 @@ int main(void)
     tcase_add_test(tc, test_symlinked_root_is_followed);
     tcase_add_test(tc, test_fifo_skipped_without_blocking);
     tcase_add_test(tc, test_unreadable_folder_reported_siblings_seen);
+    tcase_add_test(tc, test_bind_mount_loop_detected);
     tcase_add_test(tc, test_twenty_thousand_files_each_once);
     tcase_add_test(tc, test_output_root_not_entered);
     tcase_add_test(tc, test_file_list_nul_and_mirroring);
