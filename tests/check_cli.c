@@ -480,9 +480,5 @@ int main(void)
     tcase_add_test(tc, test_output_not_usable_exit_3);
     tcase_add_loop_test(tc, test_signal_exit_code_no_temps, 0, 2);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return pmt_run_suite(s);
 }

@@ -90,9 +90,5 @@ int main(void)
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, test_peak_rss_flat);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return pmt_run_suite(s);
 }

@@ -1,5 +1,6 @@
 /* Option values: geometry, formats, fail-on, status strings, and batch option validation. */
 #include "internal.h"
+#include "support.h"
 
 #include <check.h>
 #include <string.h>
@@ -112,9 +113,5 @@ int main(void)
     tcase_add_test(tc, test_status_strings);
     tcase_add_test(tc, test_batch_validation);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return pmt_run_suite(s);
 }

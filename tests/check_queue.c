@@ -3,6 +3,7 @@
  * wake-ups. libvips-free, so Helgrind can check it (PM_TEST_ITEMS shrinks the load). */
 #define _GNU_SOURCE
 #include "internal.h"
+#include "support.h"
 
 #include <check.h>
 #include <sched.h>
@@ -370,9 +371,5 @@ int main(void)
     tcase_add_test(w, test_wg_wait_blocks_until_done);
     tcase_add_test(w, test_wg_concurrent_done);
     suite_add_tcase(s, w);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return pmt_run_suite(s);
 }

@@ -217,15 +217,18 @@ END_TEST
 /* Root reads anything: a child drops to nobody, proves the drop took effect with a probe
  * (LIBVIPS-NOTES), scans, and reports through its exit code: 0 pass, 1 fail, 77 cannot drop.
  * The parent asserts; the fixture, still root, cleans up. */
-static int scan_as_nobody(const char *closed)
+static char *closed_dir;
+
+static int scan_as_nobody(void)
 {
+    const char *closed = closed_dir;
     if (geteuid() == 0 && (setgroups(0, NULL) != 0 || setresgid(65534, 65534, 65534) != 0 ||
                            setresuid(65534, 65534, 65534) != 0))
-        return 77;
+        return PMT_CANNOT_RUN;
     int fd = open(closed, O_RDONLY | O_DIRECTORY);
     if (fd >= 0) {
         close(fd);
-        return 77;
+        return PMT_CANNOT_RUN;
     }
     record *r = scan(tmp, NULL, 0);
     char *expect = g_strdup_printf("%d PM_ERR_SCAN %d %s\n", PM_EVENT_SCAN_ERROR, EACCES, closed);
@@ -246,17 +249,12 @@ START_TEST(test_unreadable_folder_reported_siblings_seen)
     char *closed = pmt_path(tmp, "closed");
     ck_assert_int_eq(chmod(tmp, 0755), 0);
     ck_assert_int_eq(chmod(closed, 0), 0);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0)
-        _exit(scan_as_nobody(closed));
-    int status;
-    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-    ck_assert(WIFEXITED(status));
-    if (WEXITSTATUS(status) == 77)
+    closed_dir = closed;
+    int rc = pmt_in_child(scan_as_nobody);
+    if (rc == PMT_CANNOT_RUN)
         fprintf(stderr, "SKIP: the permission bypass cannot be dropped here\n");
     else
-        ck_assert_int_eq(WEXITSTATUS(status), 0);
+        ck_assert_int_eq(rc, 0);
     free(closed);
 }
 END_TEST
@@ -268,7 +266,7 @@ static int scan_bind_loop(void)
     char *inner = pmt_path(tmp, "a/b");
     if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
         mount(tmp, inner, NULL, MS_BIND, NULL) != 0)
-        return 77;
+        return PMT_CANNOT_RUN;
     record *r = scan(tmp, NULL, 0);
     char *expect = g_strdup_printf("%d PM_ERR_LOOP 0 %s\n", PM_EVENT_SKIPPED, inner);
     int ok = r->n_sources == 2 && seen(r, tmp, "a/x.jpg") == 1 && seen(r, tmp, "top.jpg") == 1 &&
@@ -288,17 +286,11 @@ START_TEST(test_bind_mount_loop_detected)
     char *inner = pmt_path(tmp, "a/b");
     pmt_mkdirs(inner);
     free(inner);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0)
-        _exit(scan_bind_loop());
-    int status;
-    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-    ck_assert(WIFEXITED(status));
-    if (WEXITSTATUS(status) == 77)
+    int rc = pmt_in_child(scan_bind_loop);
+    if (rc == PMT_CANNOT_RUN)
         fprintf(stderr, "SKIP: no mount namespace here\n");
     else
-        ck_assert_int_eq(WEXITSTATUS(status), 0);
+        ck_assert_int_eq(rc, 0);
 }
 END_TEST
 
@@ -432,9 +424,5 @@ int main(void)
     tcase_add_test(tc, test_rel_from_listed);
     tcase_add_test(tc, test_missing_input_is_scan_error);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return pmt_run_suite(s);
 }

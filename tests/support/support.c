@@ -2,6 +2,8 @@
 #define _GNU_SOURCE
 #include "support.h"
 
+#include <check.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -325,4 +327,28 @@ int pmt_scale_divisor(void)
     const char *s = getenv("PM_TEST_SCALE");
     int d = s ? atoi(s) : 1;
     return d > 0 ? d : 1;
+}
+
+int pmt_run_suite(Suite *suite)
+{
+    SRunner *sr = srunner_create(suite);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
+
+int pmt_in_child(int (*fn)(void))
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0)
+        _exit(fn());
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }

@@ -36,6 +36,15 @@ int pmt_run(char *const argv[], char **out, char **err, struct rusage *ru);
 const char *pmt_pixmill(void); /* $PIXMILL_BIN */
 /* Number of files whose name contains needle, below dir (recursive). */
 int pmt_count_files(const char *dir, const char *needle);
+/* Runs a Check suite (forking per test) and returns the process exit status: 0 if all passed. */
+typedef struct Suite Suite;
+int pmt_run_suite(Suite *suite);
+/* Runs fn in a forked child and returns its exit status; for tests that change credentials or
+ * namespaces, which must not leak into the test process. By convention 77 means "cannot run
+ * here" (the caller reports a skip), 0 pass, anything else fail. */
+int pmt_in_child(int (*fn)(void));
+#define PMT_CANNOT_RUN 77
+
 /* Scale for heavy tests: $PM_TEST_SCALE as a divisor (1 = full). */
 int pmt_scale_divisor(void);
 
