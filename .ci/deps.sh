@@ -8,5 +8,5 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
   build-essential cmake pkg-config libvips-dev libglib2.0-dev \
-  check libpng-dev libjpeg-dev libwebp-dev \
+  check libpng-dev libjpeg-dev libwebp-dev libheif-dev libtiff-dev gifsicle strace \
   valgrind clang libclang-rt-14-dev >/dev/null

@@ -29,10 +29,12 @@ static const char usage_text[] =
     "appears atomically (temp file, fsync, rename).\n"
     "\n"
     "  -o, --output=DIR        output folder (required; created if missing)\n"
-    "  -s, --size=GEOMETRY     box to fit in: N (NxN), WxH, Wx, xH; only shrinks (default 256)\n"
-    "  -f, --format=FORMAT     jpeg, png, webp, or same (default: same as the source; PNG for\n"
-    "                          sources we cannot write in their own format)\n"
-    "  -Q, --quality=N         JPEG/WebP quality 1..100 (default 80)\n"
+    "  -s, --size=GEOMETRY     box to fit in: N (NxN), WxH, Wx, xH; only shrinks (default 256).\n"
+    "                          Repeatable: every size x every format, all from one decode;\n"
+    "                          with several sizes, names get the size: photo-320.jpg\n"
+    "  -f, --format=FORMAT     jpeg, png, webp, avif, heif, gif, tiff, or same (default: the\n"
+    "                          source's own format, PNG where it cannot be written). Repeatable\n"
+    "  -Q, --quality=N         JPEG/WebP quality 1..100 (default 80); AVIF/HEIF (default 50)\n"
     "  -j, --jobs=N            worker threads (default: usable cores)\n"
     "      --queue=N           bounded queue capacity (default: 4 x jobs, at least 16)\n"
     "      --max-pixels=N      refuse images whose width x height x pages exceed N, checked\n"
@@ -120,10 +122,13 @@ static int on_event(const pm_event *ev, void *user_data)
     switch (ev->type) {
     case PM_EVENT_DONE:
         if (c->verbose) {
-            print_escaped(stdout, ev->source);
-            fputs(" -> ", stdout);
-            print_escaped(stdout, ev->output);
-            printf(" (%dx%d, %" PRIu64 " bytes)\n", ev->width, ev->height, ev->bytes_out);
+            for (int i = 0; i < ev->n_outputs; i++) {
+                print_escaped(stdout, ev->source);
+                fputs(" -> ", stdout);
+                print_escaped(stdout, ev->outputs[i].path);
+                printf(" (%dx%d, %" PRIu64 " bytes)\n", ev->outputs[i].width, ev->outputs[i].height,
+                       ev->outputs[i].bytes);
+            }
         }
         break;
     case PM_EVENT_SKIPPED:
@@ -160,6 +165,8 @@ static void print_summary(const pm_summary *s)
     double rate = s->wall_seconds > 0 ? (double)s->processed / s->wall_seconds : 0.0;
     fprintf(stderr, "pixmill: %" PRIu64 " processed, %" PRIu64 " skipped, %" PRIu64 " failed",
             s->processed, s->skipped, s->failed + s->scan_errors);
+    if (s->outputs != s->processed)
+        fprintf(stderr, ", %" PRIu64 " outputs", s->outputs);
     fprintf(stderr, ", %s in, %s out, %.2f s, %.1f images/s (%d jobs)\n", in, out, s->wall_seconds,
             rate, s->jobs);
 }
@@ -240,6 +247,7 @@ int main(int argc, char **argv)
     pm_options opts;
     pm_options_init(&opts);
     cli c = {0, 0};
+    int n_sizes = 0, n_formats = 0; /* the first -s / -f replaces the default */
     const char *files_from[64];
     int n_files_from = 0;
     char delim = '\n';
@@ -257,12 +265,18 @@ int main(int argc, char **argv)
             opts.output_dir = optarg;
             break;
         case 's':
-            if (pm_size_parse(optarg, &opts.size) != PM_OK)
+            if (n_sizes == PM_MAX_SIZES)
+                return usage_error("too many sizes (at most %d)", PM_MAX_SIZES);
+            if (pm_size_parse(optarg, &opts.sizes[n_sizes++]) != PM_OK)
                 return usage_error("invalid size '%s' (want N, WxH, Wx or xH, 1..100000)", optarg);
             break;
         case 'f':
-            if (pm_format_parse(optarg, &opts.format) != PM_OK)
-                return usage_error("unknown format '%s' (want jpeg, png, webp or same)", optarg);
+            if (n_formats == PM_MAX_FORMATS)
+                return usage_error("too many formats (at most %d)", PM_MAX_FORMATS);
+            if (pm_format_parse(optarg, &opts.formats[n_formats++]) != PM_OK)
+                return usage_error("unknown format '%s' (want jpeg, png, webp, avif, heif, gif, "
+                                   "tiff or same)",
+                                   optarg);
             break;
         case 'Q':
             if (parse_long(optarg, 1, 100, &v))
@@ -322,6 +336,10 @@ int main(int argc, char **argv)
     }
     if (!opts.output_dir)
         return usage_error("no output folder: give -o DIR");
+    if (n_sizes)
+        opts.n_sizes = n_sizes;
+    if (n_formats)
+        opts.n_formats = n_formats;
     if (optind == argc && n_files_from == 0)
         return usage_error("no input: give files or folders, or --files-from");
     for (int i = optind; i < argc; i++)
@@ -343,8 +361,9 @@ int main(int argc, char **argv)
     pm_batch *batch;
     int rc = pm_batch_create(&batch, &opts);
     if (rc != PM_OK) {
-        fprintf(stderr, "pixmill: invalid options: %s\n", pm_strerror(rc));
-        return EXIT_USAGE;
+        pm_global_shutdown();
+        return usage_error("these options cannot go together: a size or format given twice, "
+                           "or two sizes that name outputs alike (such as 320 and 320x)");
     }
     for (int i = optind; i < argc; i++)
         pm_batch_add_input(batch, argv[i]);

@@ -58,6 +58,14 @@ START_TEST(test_formats)
     ck_assert_str_eq(pm_format_extension(f), "webp");
     ck_assert_int_eq(pm_format_parse("same", &f), PM_OK);
     ck_assert_int_eq(f, PM_FORMAT_SAME);
+    ck_assert_int_eq(pm_format_parse("heic", &f), PM_OK);
+    ck_assert_str_eq(pm_format_extension(f), "heic");
+    ck_assert_int_eq(pm_format_parse("avif", &f), PM_OK);
+    ck_assert_str_eq(pm_format_extension(f), "avif");
+    ck_assert_int_eq(pm_format_parse("tiff", &f), PM_OK);
+    ck_assert_str_eq(pm_format_extension(f), "tif");
+    ck_assert_int_eq(pm_format_parse("gif", &f), PM_OK);
+    ck_assert_str_eq(pm_format_extension(f), "gif");
     ck_assert_int_eq(pm_format_parse("bmp", &f), PM_ERR_USAGE);
     ck_assert_int_eq(pm_format_parse("", &f), PM_ERR_USAGE);
     ck_assert_int_eq(pm_format_parse(NULL, &f), PM_ERR_USAGE);
@@ -65,6 +73,47 @@ START_TEST(test_formats)
     ck_assert_int_eq(pm_fail_on_parse("truncated", &fo), PM_OK);
     ck_assert_int_eq(fo, PM_FAIL_ON_TRUNCATED);
     ck_assert_int_eq(pm_fail_on_parse("loud", &fo), PM_ERR_USAGE);
+}
+END_TEST
+
+START_TEST(test_size_labels)
+{
+    static const struct {
+        const char *text, *label;
+    } t[] = {{"256", "256"}, {"320x", "320"}, {"x600", "x600"}, {"800x600", "800x600"}};
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        pm_size s;
+        char buf[32];
+        ck_assert_int_eq(pm_size_parse(t[i].text, &s), PM_OK);
+        pm_size_label(&s, buf, sizeof(buf));
+        ck_assert_str_eq(buf, t[i].label);
+    }
+}
+END_TEST
+
+/* Two variants that would write one file are refused when the batch is created. */
+START_TEST(test_variant_collisions_refused)
+{
+    pm_options o;
+    pm_batch *b = NULL;
+    pm_options_init(&o);
+    o.output_dir = "out";
+    o.n_sizes = 2;
+    pm_size_parse("320", &o.sizes[0]);
+    pm_size_parse("320x", &o.sizes[1]); /* both label "320" */
+    ck_assert_int_eq(pm_batch_create(&b, &o), PM_ERR_USAGE);
+    pm_size_parse("640x", &o.sizes[1]);
+    ck_assert_int_eq(pm_batch_create(&b, &o), PM_OK);
+    pm_batch_destroy(b);
+    o.n_formats = 2;
+    o.formats[0] = PM_FORMAT_WEBP;
+    o.formats[1] = PM_FORMAT_WEBP;
+    ck_assert_int_eq(pm_batch_create(&b, &o), PM_ERR_USAGE);
+    o.formats[1] = PM_FORMAT_AVIF;
+    ck_assert_int_eq(pm_batch_create(&b, &o), PM_OK);
+    pm_batch_destroy(b);
+    o.n_sizes = PM_MAX_SIZES + 1;
+    ck_assert_int_eq(pm_batch_create(&b, &o), PM_ERR_USAGE);
 }
 END_TEST
 
@@ -90,9 +139,9 @@ START_TEST(test_batch_validation)
     o.quality = 101;
     ck_assert_int_eq(pm_batch_create(&b, &o), PM_ERR_USAGE);
     o.quality = 0;
-    o.size.width = o.size.height = 0;
+    o.sizes[0].width = o.sizes[0].height = 0;
     ck_assert_int_eq(pm_batch_create(&b, &o), PM_ERR_USAGE);
-    o.size.width = 64;
+    o.sizes[0].width = 64;
     o.version = 99;
     ck_assert_int_eq(pm_batch_create(&b, &o), PM_ERR_USAGE);
     o.version = PM_OPTIONS_VERSION;
@@ -110,6 +159,8 @@ int main(void)
     TCase *tc = tcase_create("parse");
     tcase_add_loop_test(tc, test_size_table, 0, (int)(sizeof(sizes) / sizeof(sizes[0])));
     tcase_add_test(tc, test_formats);
+    tcase_add_test(tc, test_size_labels);
+    tcase_add_test(tc, test_variant_collisions_refused);
     tcase_add_test(tc, test_status_strings);
     tcase_add_test(tc, test_batch_validation);
     suite_add_tcase(s, tc);

@@ -37,27 +37,39 @@ struct pm_batch {
     pm__scan_config scan_cfg;
 };
 
-/* An event that crossed from a worker or the scanner to the caller's thread. */
-typedef struct owned_event {
-    pm_event ev;
-    char *source;
-    char *output;
-    char *message;
-} owned_event;
-
 int pm_batch_create(pm_batch **out, const pm_options *opts)
 {
     if (!out || !opts || opts->version != PM_OPTIONS_VERSION)
         return PM_ERR_USAGE;
     if (!opts->output_dir || !*opts->output_dir)
         return PM_ERR_USAGE;
-    if (opts->size.width < 0 || opts->size.height < 0 || opts->size.width > PM_SIZE_MAX ||
-        opts->size.height > PM_SIZE_MAX || (opts->size.width == 0 && opts->size.height == 0))
+    if (opts->n_sizes < 1 || opts->n_sizes > PM_MAX_SIZES || opts->n_formats < 1 ||
+        opts->n_formats > PM_MAX_FORMATS)
         return PM_ERR_USAGE;
+    for (int i = 0; i < opts->n_sizes; i++) {
+        const pm_size *z = &opts->sizes[i];
+        if (z->width < 0 || z->height < 0 || z->width > PM_SIZE_MAX || z->height > PM_SIZE_MAX ||
+            (z->width == 0 && z->height == 0))
+            return PM_ERR_USAGE;
+        for (int k = 0; k < i; k++) { /* two sizes must not give one output name */
+            char a[32], c[32];
+            pm_size_label(z, a, sizeof(a));
+            pm_size_label(&opts->sizes[k], c, sizeof(c));
+            if (strcmp(a, c) == 0)
+                return PM_ERR_USAGE;
+        }
+    }
+    for (int i = 0; i < opts->n_formats; i++) {
+        if ((unsigned)opts->formats[i] > PM_FORMAT_LAST)
+            return PM_ERR_USAGE;
+        for (int k = 0; k < i; k++)
+            if (opts->formats[k] == opts->formats[i])
+                return PM_ERR_USAGE;
+    }
     if (opts->quality < 0 || opts->quality > 100 || opts->jobs < 0 || opts->jobs > 1024 ||
         opts->queue_capacity < 0 || opts->queue_capacity > 1000000)
         return PM_ERR_USAGE;
-    if ((unsigned)opts->format > PM_FORMAT_WEBP || (unsigned)opts->fail_on > PM_FAIL_ON_WARNING)
+    if ((unsigned)opts->fail_on > PM_FAIL_ON_WARNING)
         return PM_ERR_USAGE;
     pm_batch *b = calloc(1, sizeof(*b));
     if (!b)
@@ -122,26 +134,11 @@ void pm_batch_destroy(pm_batch *batch)
     free(batch);
 }
 
-static void owned_event_free(owned_event *oe)
+/* Hands a result to the caller's thread; ownership passes. */
+static void post_result(pm_batch *b, pm__result *r)
 {
-    if (!oe)
-        return;
-    g_free(oe->source);
-    g_free(oe->output);
-    g_free(oe->message);
-    g_free(oe);
-}
-
-/* Takes ownership of output and message. */
-static void post_event(pm_batch *b, const pm_event *ev, char *output, char *message)
-{
-    owned_event *oe = g_new0(owned_event, 1);
-    oe->ev = *ev;
-    oe->source = g_strdup(ev->source);
-    oe->output = output;
-    oe->message = message;
-    if (pm__queue_push(b->events, oe) != PM_OK)
-        owned_event_free(oe); /* cannot happen: events close only after every producer */
+    if (pm__queue_push(b->events, r) != PM_OK)
+        pm__result_free(r); /* cannot happen: events close only after every producer */
 }
 
 static void thread_finished(pm_batch *b)
@@ -176,12 +173,13 @@ static int scan_on_source(const char *path, const char *out_rel, int explicit_fi
 static void scan_on_event(pm_event_type type, const char *path, int status, int sys_errno, void *ud)
 {
     pm_batch *b = ud;
-    pm_event ev = {0};
-    ev.type = type;
-    ev.source = path;
-    ev.status = status;
-    ev.sys_errno = sys_errno;
-    post_event(b, &ev, NULL, NULL);
+    pm__result *r = g_new0(pm__result, 1);
+    r->ev.type = type;
+    r->ev.status = status;
+    r->ev.sys_errno = sys_errno;
+    r->source = g_strdup(path);
+    pm__result_link(r);
+    post_result(b, r);
 }
 
 static void *scanner_main(void *arg)
@@ -220,10 +218,9 @@ static void *worker_main(void *arg)
     while (pm__queue_pop(b->jobs, &item) == PM_OK) {
         pm__job *job = item;
         if (!__atomic_load_n(&b->cancel, __ATOMIC_ACQUIRE)) {
-            pm_event ev;
-            char *output, *message;
-            pm__process_job(&b->ctx, job, &ev, &output, &message);
-            post_event(b, &ev, output, message);
+            pm__result *r = g_new0(pm__result, 1);
+            pm__process_job(&b->ctx, job, r);
+            post_result(b, r);
         }
         g_free(job->source);
         g_free(job->out_rel);
@@ -394,15 +391,14 @@ int pm_batch_run(pm_batch *b, pm_event_cb on_event, void *user_data, pm_summary 
     /* This thread is the reporter: it alone touches the summary and calls back. */
     void *item;
     while (pm__queue_pop(b->events, &item) == PM_OK) {
-        owned_event *oe = item;
-        oe->ev.source = oe->source;
-        oe->ev.output = oe->output;
-        oe->ev.message = oe->message;
-        switch (oe->ev.type) {
+        pm__result *r = item;
+        for (int i = 0; i < r->ev.n_outputs; i++)
+            sum.outputs += r->outputs[i].status == PM_OK;
+        sum.bytes_out += r->ev.bytes_out;
+        switch (r->ev.type) {
         case PM_EVENT_DONE:
             sum.processed++;
-            sum.bytes_in += oe->ev.bytes_in;
-            sum.bytes_out += oe->ev.bytes_out;
+            sum.bytes_in += r->ev.bytes_in;
             break;
         case PM_EVENT_FAILED:
             sum.failed++;
@@ -414,9 +410,9 @@ int pm_batch_run(pm_batch *b, pm_event_cb on_event, void *user_data, pm_summary 
             sum.scan_errors++;
             break;
         }
-        if (on_event && on_event(&oe->ev, user_data) != 0)
+        if (on_event && on_event(&r->ev, user_data) != 0)
             pm_batch_cancel(b);
-        owned_event_free(oe);
+        pm__result_free(r);
     }
     for (int i = 0; i < started; i++)
         pthread_join(threads[i], NULL);

@@ -104,9 +104,20 @@ typedef struct pm__job {
     int explicit_file;
 } pm__job;
 
-/* Fills ev (type DONE or FAILED) and hands back owned strings through *output and *message. */
-void pm__process_job(const pm__process_ctx *ctx, const pm__job *job, pm_event *ev, char **output,
-                     char **message);
+/* An event with everything it points to owned here (g_free), so it can cross threads. */
+typedef struct pm__result {
+    pm_event ev; /* ev.source, ev.message, ev.output, ev.outputs point into the fields below */
+    char *source;
+    char *message;
+    pm_output *outputs; /* ev.n_outputs of them; path and message owned */
+} pm__result;
+
+void pm__result_free(pm__result *r);
+/* Points ev's borrowed fields at the owned ones (after the struct has moved). */
+void pm__result_link(pm__result *r);
+
+/* Processes one source into r (zeroed by the caller): type DONE or FAILED. */
+void pm__process_job(const pm__process_ctx *ctx, const pm__job *job, pm__result *r);
 
 int pm__vips_init(const char *argv0);
 void pm__vips_shutdown(void);

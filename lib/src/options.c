@@ -44,11 +44,10 @@ int pm_format_parse(const char *text, pm_format *out)
     static const struct {
         const char *name;
         pm_format format;
-    } names[] = {{"jpeg", PM_FORMAT_JPEG},
-                 {"jpg", PM_FORMAT_JPEG},
-                 {"png", PM_FORMAT_PNG},
-                 {"webp", PM_FORMAT_WEBP},
-                 {"same", PM_FORMAT_SAME}};
+    } names[] = {{"jpeg", PM_FORMAT_JPEG}, {"jpg", PM_FORMAT_JPEG},  {"png", PM_FORMAT_PNG},
+                 {"webp", PM_FORMAT_WEBP}, {"avif", PM_FORMAT_AVIF}, {"heif", PM_FORMAT_HEIF},
+                 {"heic", PM_FORMAT_HEIF}, {"gif", PM_FORMAT_GIF},   {"tiff", PM_FORMAT_TIFF},
+                 {"tif", PM_FORMAT_TIFF},  {"same", PM_FORMAT_SAME}};
     if (!text)
         return PM_ERR_USAGE;
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
@@ -69,6 +68,14 @@ const char *pm_format_extension(pm_format format)
         return "png";
     case PM_FORMAT_WEBP:
         return "webp";
+    case PM_FORMAT_AVIF:
+        return "avif";
+    case PM_FORMAT_HEIF:
+        return "heic";
+    case PM_FORMAT_GIF:
+        return "gif";
+    case PM_FORMAT_TIFF:
+        return "tif";
     case PM_FORMAT_SAME:
     default:
         return "same";
@@ -133,13 +140,25 @@ int pm_size_parse(const char *text, pm_size *out)
     return PM_OK;
 }
 
+void pm_size_label(const pm_size *size, char *buf, size_t n)
+{
+    if (size->width && (size->height == size->width || size->height == 0))
+        snprintf(buf, n, "%d", size->width);
+    else if (!size->width)
+        snprintf(buf, n, "x%d", size->height);
+    else
+        snprintf(buf, n, "%dx%d", size->width, size->height);
+}
+
 void pm_options_init(pm_options *opts)
 {
     memset(opts, 0, sizeof(*opts));
     opts->version = PM_OPTIONS_VERSION;
-    opts->size.width = PM_DEFAULT_SIZE;
-    opts->size.height = PM_DEFAULT_SIZE;
-    opts->format = PM_FORMAT_SAME;
+    opts->sizes[0].width = PM_DEFAULT_SIZE;
+    opts->sizes[0].height = PM_DEFAULT_SIZE;
+    opts->n_sizes = 1;
+    opts->formats[0] = PM_FORMAT_SAME;
+    opts->n_formats = 1;
     opts->max_pixels = PM_DEFAULT_MAX_PIXELS;
     opts->fail_on = PM_FAIL_ON_ERROR;
 }

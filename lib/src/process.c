@@ -100,13 +100,30 @@ static int loader_is_blocked(const char *loader, const char **nickname)
     return blocked;
 }
 
-static pm_format format_for_loader(const char *nickname)
+/* The format 'same' writes for a source: its own where we can write it, else PNG (lossless,
+ * keeps alpha). */
+static pm_format format_for_loader(const char *nickname, VipsImage *header)
 {
-    if (g_str_has_prefix(nickname, "jpegload"))
-        return PM_FORMAT_JPEG;
-    if (g_str_has_prefix(nickname, "webpload"))
-        return PM_FORMAT_WEBP;
-    return PM_FORMAT_PNG; /* png itself, and a lossless home for everything else */
+    static const struct {
+        const char *prefix;
+        pm_format format;
+    } map[] = {{"jpegload", PM_FORMAT_JPEG},
+               {"webpload", PM_FORMAT_WEBP},
+               {"gifload", PM_FORMAT_GIF},
+               {"tiffload", PM_FORMAT_TIFF},
+               {"pngload", PM_FORMAT_PNG}};
+    for (size_t i = 0; i < G_N_ELEMENTS(map); i++)
+        if (g_str_has_prefix(nickname, map[i].prefix))
+            return map[i].format;
+    if (g_str_has_prefix(nickname, "heifload")) {
+        const char *compression = NULL;
+        if (vips_image_get_typeof(header, "heif-compression") &&
+            vips_image_get_string(header, "heif-compression", &compression) == 0 && compression &&
+            strcmp(compression, "av1") == 0)
+            return PM_FORMAT_AVIF;
+        return PM_FORMAT_HEIF;
+    }
+    return PM_FORMAT_PNG;
 }
 
 static int save(VipsImage *image, VipsTarget *target, pm_format format, int quality)
@@ -118,10 +135,58 @@ static int save(VipsImage *image, VipsTarget *target, pm_format format, int qual
     case PM_FORMAT_WEBP:
         return vips_webpsave_target(image, target, "Q", quality ? quality : 80, "strip", TRUE,
                                     NULL);
+    case PM_FORMAT_AVIF:
+        return vips_heifsave_target(image, target, "Q", quality ? quality : 50, "compression",
+                                    VIPS_FOREIGN_HEIF_COMPRESSION_AV1, "strip", TRUE, NULL);
+    case PM_FORMAT_HEIF:
+        return vips_heifsave_target(image, target, "Q", quality ? quality : 50, "compression",
+                                    VIPS_FOREIGN_HEIF_COMPRESSION_HEVC, "strip", TRUE, NULL);
+    case PM_FORMAT_GIF:
+        return vips_gifsave_target(image, target, "strip", TRUE, NULL);
+    case PM_FORMAT_TIFF:
+        return vips_tiffsave_target(image, target, "compression",
+                                    VIPS_FOREIGN_TIFF_COMPRESSION_DEFLATE, "strip", TRUE, NULL);
     case PM_FORMAT_PNG:
     default:
         return vips_pngsave_target(image, target, "strip", TRUE, NULL);
     }
+}
+
+/* Metadata goes before any saver sees the image: "strip" is not enough, since webpsave in
+ * libvips 8.14.1 ignores it and wrote the camera's EXIF and ICC profile into every WebP, and
+ * rebuilds an EXIF block from the exif-* fields even without the exif-data blob. The image is
+ * already upright, so the orientation field goes too. */
+static int is_metadata_field(const char *name)
+{
+    static const char *const fields[] = {VIPS_META_EXIF_NAME,      VIPS_META_ICC_NAME,
+                                         VIPS_META_XMP_NAME,       VIPS_META_IPTC_NAME,
+                                         VIPS_META_PHOTOSHOP_NAME, VIPS_META_ORIENTATION};
+    for (size_t i = 0; i < G_N_ELEMENTS(fields); i++)
+        if (strcmp(name, fields[i]) == 0)
+            return 1;
+    return g_str_has_prefix(name, "exif-");
+}
+
+static int drop_metadata(VipsImage **image)
+{
+    gchar **names = vips_image_get_fields(*image);
+    int any = 0;
+    for (int i = 0; names[i] && !any; i++)
+        any = is_metadata_field(names[i]);
+    if (any) {
+        VipsImage *copy = NULL;
+        if (vips_copy(*image, &copy, NULL) != 0) {
+            g_strfreev(names);
+            return -1;
+        }
+        for (int i = 0; names[i]; i++)
+            if (is_metadata_field(names[i]))
+                vips_image_remove(copy, names[i]);
+        g_object_unref(*image);
+        *image = copy;
+    }
+    g_strfreev(names);
+    return 0;
 }
 
 /* JPEG has no alpha: flatten on white rather than let the saver drop it (transparent areas
@@ -142,189 +207,394 @@ static int flatten_if_needed(VipsImage **image, pm_format format)
     return 0;
 }
 
+/* One variant: a size x a resolved format, and what became of it. */
+typedef struct variant {
+    int size_index;
+    pm_format format;
+    char *final_name;
+    pm_output out;
+} variant;
+
 typedef struct job_state {
     int fd;
     int dirfd;
     VipsSource *source;
     VipsImage *header;
-    VipsImage *thumb;
-    VipsTarget *target;
-    pm__temp temp;
+    VipsImage *decoded;       /* the one decode, in memory, at the largest size needed */
+    int upright_w, upright_h; /* source dimensions after EXIF orientation */
+    variant v[PM_MAX_SIZES * PM_MAX_FORMATS];
+    int n;
 } job_state;
 
 static void job_state_release(job_state *s)
 {
-    VIPS_UNREF(s->target);
-    if (s->temp.fd >= 0 || s->temp.name[0])
-        pm__publish_abort(&s->temp);
-    VIPS_UNREF(s->thumb);
+    VIPS_UNREF(s->decoded);
     VIPS_UNREF(s->header);
     VIPS_UNREF(s->source);
     if (s->dirfd >= 0)
         close(s->dirfd);
     if (s->fd >= 0)
         close(s->fd);
+    for (int i = 0; i < s->n; i++)
+        g_free(s->v[i].final_name);
 }
 
-static void fail(pm_event *ev, int status, int err, char **message, char *text)
+void pm__result_link(pm__result *r)
 {
-    ev->type = PM_EVENT_FAILED;
-    ev->status = status;
-    ev->sys_errno = err;
-    g_free(*message);
-    *message = text;
+    r->ev.source = r->source;
+    r->ev.message = r->message;
+    r->ev.outputs = r->outputs;
+    r->ev.output = r->ev.n_outputs > 0 ? r->outputs[0].path : NULL;
 }
 
-void pm__process_job(const pm__process_ctx *ctx, const pm__job *job, pm_event *ev, char **output,
-                     char **message)
+void pm__result_free(pm__result *r)
+{
+    if (!r)
+        return;
+    for (int i = 0; i < r->ev.n_outputs; i++) {
+        g_free((char *)r->outputs[i].path);
+        g_free((char *)r->outputs[i].message);
+    }
+    g_free(r->outputs);
+    g_free(r->source);
+    g_free(r->message);
+    g_free(r);
+}
+
+static void fail(pm__result *r, int status, int err, char *text)
+{
+    r->ev.type = PM_EVENT_FAILED;
+    r->ev.status = status;
+    r->ev.sys_errno = err;
+    g_free(r->message);
+    r->message = text;
+}
+
+static void fail_output(variant *v, int status, int err, char *text)
+{
+    v->out.status = status;
+    v->out.sys_errno = err;
+    g_free((char *)v->out.message);
+    v->out.message = text;
+}
+
+/* Every size x format, with 'same' resolved for this source; a pair that resolves to one we
+ * already have (say -f same -f jpeg on a JPEG) is made once. */
+static void plan_variants(const pm_options *o, pm_format same, const char *out_rel, job_state *s)
+{
+    const char *slash = strrchr(out_rel, '/');
+    const char *stem = slash ? slash + 1 : out_rel;
+    for (int i = 0; i < o->n_sizes; i++) {
+        char label[32] = "";
+        if (o->n_sizes > 1) {
+            label[0] = '-';
+            pm_size_label(&o->sizes[i], label + 1, sizeof(label) - 1);
+        }
+        for (int j = 0; j < o->n_formats; j++) {
+            pm_format f = o->formats[j] == PM_FORMAT_SAME ? same : o->formats[j];
+            int dup = 0;
+            for (int k = 0; k < s->n && !dup; k++)
+                dup = s->v[k].size_index == i && s->v[k].format == f;
+            if (dup)
+                continue;
+            variant *v = &s->v[s->n++];
+            v->size_index = i;
+            v->format = f;
+            v->final_name = g_strdup_printf("%s%s.%s", stem, label, pm_format_extension(f));
+            v->out.format = f;
+            v->out.size_index = i;
+        }
+    }
+}
+
+/* The box that holds every requested box: decoding to fit it gives an image at least as large
+ * as every output (fit-inside keeps the aspect ratio), so each size can be derived from it. */
+static void union_box(const pm_options *o, int *width, int *height)
+{
+    *width = 0;
+    *height = 0;
+    for (int i = 0; i < o->n_sizes; i++) {
+        int w = o->sizes[i].width ? o->sizes[i].width : VIPS_MAX_COORD;
+        int h = o->sizes[i].height ? o->sizes[i].height : VIPS_MAX_COORD;
+        *width = MAX(*width, w);
+        *height = MAX(*height, h);
+    }
+}
+
+/* Encode one image into one variant's temp file and publish it. */
+static void write_variant(const pm__process_ctx *ctx, job_state *s, variant *v, VipsImage *image)
+{
+    int err = 0;
+    VipsImage *img = image;
+    g_object_ref(img);
+    pm__temp temp = {.fd = -1};
+    VipsTarget *target = NULL;
+    if (flatten_if_needed(&img, v->format) != 0 || drop_metadata(&img) != 0) {
+        fail_output(v, PM_ERR_ENCODE, 0, take_vips_error());
+        goto out;
+    }
+    int rc = pm__publish_begin(&temp, s->dirfd, &err);
+    if (rc != PM_OK) {
+        fail_output(v, rc, err, g_strdup("cannot create a temporary file"));
+        goto out;
+    }
+    target = vips_target_new_to_descriptor(temp.fd); /* dups the descriptor */
+    if (!target || save(img, target, v->format, ctx->opts->quality) != 0) {
+        fail_output(v, PM_ERR_ENCODE, 0, take_vips_error());
+        goto out;
+    }
+    VIPS_UNREF(target);
+    struct stat tst;
+    if (fstat(temp.fd, &tst) != 0 || tst.st_size == 0) {
+        fail_output(v, PM_ERR_ENCODE, errno, g_strdup("encoder wrote nothing"));
+        goto out;
+    }
+    rc = pm__publish_commit(&temp, v->final_name, ctx->overlap, &err);
+    if (rc != PM_OK) {
+        fail_output(v, rc, err, NULL);
+        goto out;
+    }
+    v->out.bytes = (uint64_t)tst.st_size;
+    v->out.width = img->Xsize;
+    v->out.height = img->Ysize;
+out:
+    VIPS_UNREF(target);
+    if (temp.fd >= 0 || temp.name[0])
+        pm__publish_abort(&temp);
+    g_object_unref(img);
+}
+
+/* Refuse up front, before decoding: an existing output that is this very input (same inode,
+ * any name), or any existing file where the output folder overlaps the inputs. Returns the
+ * number of variants still to make. */
+static int refuse_existing(const pm__process_ctx *ctx, job_state *s, const struct stat *src)
+{
+    int todo = 0;
+    for (int i = 0; i < s->n; i++) {
+        struct stat ost;
+        variant *v = &s->v[i];
+        if (fstatat(s->dirfd, v->final_name, &ost, AT_SYMLINK_NOFOLLOW) == 0) {
+            if (ost.st_dev == src->st_dev && ost.st_ino == src->st_ino) {
+                fail_output(v, PM_ERR_OUTPUT_IS_INPUT, 0, NULL);
+                continue;
+            }
+            if (ctx->overlap) {
+                fail_output(v, PM_ERR_OUTPUT_EXISTS, 0, NULL);
+                continue;
+            }
+        }
+        todo++;
+    }
+    return todo;
+}
+
+/* Open, check the header, decode once into memory at the largest size needed. */
+static int open_and_decode(const pm__process_ctx *ctx, const pm__job *job, job_state *s,
+                           pm__result *r, struct stat *st, pm_format *same)
 {
     const pm_options *o = ctx->opts;
-    double t0 = now_seconds();
-    job_state s = {.fd = -1, .dirfd = -1, .temp = {.fd = -1}};
-    int err = 0;
-
-    memset(ev, 0, sizeof(*ev));
-    ev->source = job->source;
-    *output = NULL;
-    *message = NULL;
-
     int flags =
         O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | (job->explicit_file ? 0 : O_NOFOLLOW);
-    s.fd = open(job->source, flags);
-    if (s.fd < 0) {
-        err = errno;
-        fail(ev, err == ELOOP ? PM_ERR_SYMLINK : PM_ERR_IO, err, message, NULL);
-        goto out;
+    s->fd = open(job->source, flags);
+    if (s->fd < 0) {
+        int err = errno;
+        fail(r, err == ELOOP ? PM_ERR_SYMLINK : PM_ERR_IO, err, NULL);
+        return -1;
     }
-    struct stat st;
-    if (fstat(s.fd, &st) != 0) {
-        fail(ev, PM_ERR_IO, errno, message, NULL);
-        goto out;
+    if (fstat(s->fd, st) != 0) {
+        fail(r, PM_ERR_IO, errno, NULL);
+        return -1;
     }
-    if (!S_ISREG(st.st_mode)) {
-        fail(ev, PM_ERR_NOT_REGULAR, 0, message, NULL);
-        goto out;
+    if (!S_ISREG(st->st_mode)) {
+        fail(r, PM_ERR_NOT_REGULAR, 0, NULL);
+        return -1;
     }
-    ev->bytes_in = (uint64_t)st.st_size;
-    if (st.st_size == 0) {
-        fail(ev, PM_ERR_UNKNOWN_FORMAT, 0, message, g_strdup("empty file"));
-        goto out;
+    r->ev.bytes_in = (uint64_t)st->st_size;
+    if (st->st_size == 0) {
+        fail(r, PM_ERR_UNKNOWN_FORMAT, 0, g_strdup("empty file"));
+        return -1;
     }
-
-    s.source = vips_source_new_from_descriptor(s.fd); /* dups the descriptor */
-    if (!s.source) {
-        fail(ev, PM_ERR_IO, 0, message, take_vips_error());
-        goto out;
+    s->source = vips_source_new_from_descriptor(s->fd); /* dups the descriptor */
+    if (!s->source) {
+        fail(r, PM_ERR_IO, 0, take_vips_error());
+        return -1;
     }
-    const char *loader = vips_foreign_find_load_source(s.source);
+    const char *loader = vips_foreign_find_load_source(s->source);
     if (!loader) {
         vips_error_clear();
-        fail(ev, PM_ERR_UNKNOWN_FORMAT, 0, message, NULL);
-        goto out;
+        fail(r, PM_ERR_UNKNOWN_FORMAT, 0, NULL);
+        return -1;
     }
     const char *nickname;
     if (loader_is_blocked(loader, &nickname)) {
-        fail(ev, PM_ERR_BLOCKED, 0, message, g_strdup_printf("loader %s", nickname));
-        goto out;
+        fail(r, PM_ERR_BLOCKED, 0, g_strdup_printf("loader %s", nickname));
+        return -1;
     }
-
     /* Header only (lazy): the pixel cap is checked before any pixel is decoded. */
-    s.header = vips_image_new_from_source(s.source, "", "access", VIPS_ACCESS_SEQUENTIAL, NULL);
-    if (!s.header) {
-        fail(ev, PM_ERR_DECODE, 0, message, take_vips_error());
-        goto out;
+    s->header = vips_image_new_from_source(s->source, "", "access", VIPS_ACCESS_SEQUENTIAL, NULL);
+    if (!s->header) {
+        fail(r, PM_ERR_DECODE, 0, take_vips_error());
+        return -1;
     }
-    uint64_t w = (uint64_t)s.header->Xsize, h = (uint64_t)s.header->Ysize;
-    uint64_t pages = (uint64_t)vips_image_get_n_pages(s.header);
-    ev->source_width = s.header->Xsize;
-    ev->source_height = s.header->Ysize;
-    VIPS_UNREF(s.header);
+    uint64_t w = (uint64_t)s->header->Xsize, h = (uint64_t)s->header->Ysize;
+    uint64_t pages = (uint64_t)vips_image_get_n_pages(s->header);
+    r->ev.source_width = s->header->Xsize;
+    r->ev.source_height = s->header->Ysize;
     if (o->max_pixels && (w * h > o->max_pixels / pages || w * h * pages > o->max_pixels)) {
-        fail(ev, PM_ERR_TOO_MANY_PIXELS, 0, message,
+        fail(r, PM_ERR_TOO_MANY_PIXELS, 0,
              g_strdup_printf("%" G_GUINT64_FORMAT "x%" G_GUINT64_FORMAT " x %" G_GUINT64_FORMAT
                              " page(s) is more than --max-pixels %" G_GUINT64_FORMAT,
                              w, h, pages, o->max_pixels));
-        goto out;
+        return -1;
     }
+    *same = format_for_loader(nickname, s->header);
+    int swap = vips_image_get_orientation_swap(s->header);
+    s->upright_w = swap ? s->header->Ysize : s->header->Xsize;
+    s->upright_h = swap ? s->header->Xsize : s->header->Ysize;
+    return 0;
+}
 
-    pm_format format = o->format == PM_FORMAT_SAME ? format_for_loader(nickname) : o->format;
+static void target_dims(const pm_size *box, int sw, int sh, int *tw, int *th);
+
+static int decode_once(const pm__process_ctx *ctx, job_state *s, pm__result *r)
+{
+    /* Decode straight to the largest output's exact dimensions (size=force: the shrink is
+     * worked out per axis, so no later one-pixel stretch shifts the image). */
+    pm_size box;
+    union_box(ctx->opts, &box.width, &box.height);
+    int width, height;
+    target_dims(&box, s->upright_w, s->upright_h, &width, &height);
+    VipsImage *thumb = NULL;
+    /* fail_on is ignored by vips_thumbnail_source() itself (libvips #5195): pass it to the
+     * loader through the option string. */
+    if (vips_thumbnail_source(s->source, &thumb, width, "height", height, "size", VIPS_SIZE_FORCE,
+                              "option_string", fail_on_string(ctx->opts->fail_on), NULL) != 0) {
+        fail(r, PM_ERR_DECODE, 0, take_vips_error());
+        return -1;
+    }
+    /* Decode now, into memory (at most the largest output): decoding is lazy, so otherwise a
+     * truncated source would fail only inside a saver, and each output would decode again. */
+    s->decoded = vips_image_copy_memory(thumb);
+    g_object_unref(thumb);
+    r->ev.decodes = 1;
+    if (!s->decoded) {
+        fail(r, PM_ERR_DECODE, 0, take_vips_error());
+        return -1;
+    }
+    return 0;
+}
+
+/* Output dimensions for a box, decided by pixmill rather than by whichever libvips path made
+ * the image (one-stage and two-stage resampling round differently): fit inside, only shrink,
+ * round to nearest, at least 1 pixel. */
+static void target_dims(const pm_size *box, int sw, int sh, int *tw, int *th)
+{
+    double sx = box->width && box->width < VIPS_MAX_COORD ? (double)box->width / sw : 1.0;
+    double sy = box->height && box->height < VIPS_MAX_COORD ? (double)box->height / sh : 1.0;
+    double scale = MIN(1.0, MIN(sx, sy));
+    *tw = MAX(1, (int)(sw * scale + 0.5));
+    *th = MAX(1, (int)(sh * scale + 0.5));
+}
+
+/* The image for one size, derived from the one decode (already upright: never rotate again):
+ * the decode itself when it already has the size, else a Lanczos3 reduction to exactly it. */
+static VipsImage *image_for_size(const pm_options *o, job_state *s, int size_index)
+{
+    int tw, th;
+    target_dims(&o->sizes[size_index], s->upright_w, s->upright_h, &tw, &th);
+    if (s->decoded->Xsize == tw && s->decoded->Ysize == th) {
+        g_object_ref(s->decoded);
+        return s->decoded;
+    }
+    VipsImage *out = NULL;
+    if (vips_thumbnail_image(s->decoded, &out, tw, "height", th, "size", VIPS_SIZE_FORCE,
+                             "no_rotate", TRUE, NULL) != 0)
+        return NULL;
+    return out;
+}
+
+static void collect(const pm__process_ctx *ctx, const pm__job *job, job_state *s, pm__result *r)
+{
+    const char *slash = strrchr(job->out_rel, '/');
+    int dir_len = slash ? (int)(slash - job->out_rel) : 0;
+    r->outputs = g_new0(pm_output, s->n ? s->n : 1);
+    r->ev.n_outputs = s->n;
+    int failed = -1;
+    for (int i = 0; i < s->n; i++) {
+        variant *v = &s->v[i];
+        r->outputs[i] = v->out;
+        r->outputs[i].path = g_strdup_printf("%s/%.*s%s%s", ctx->out_root, dir_len, job->out_rel,
+                                             dir_len ? "/" : "", v->final_name);
+        v->out.message = NULL; /* moved */
+        if (r->ev.type == PM_EVENT_FAILED && v->out.status == PM_OK) {
+            r->outputs[i].status = r->ev.status; /* the source failed: nothing was written */
+            r->outputs[i].sys_errno = r->ev.sys_errno;
+        }
+        r->ev.bytes_out += v->out.bytes;
+        if (v->out.status != PM_OK && failed < 0)
+            failed = i;
+    }
+    if (s->n > 0) {
+        r->ev.width = r->outputs[0].width;
+        r->ev.height = r->outputs[0].height;
+    }
+    if (r->ev.type == PM_EVENT_FAILED)
+        return;
+    if (failed >= 0) {
+        r->ev.type = PM_EVENT_FAILED;
+        r->ev.status = r->outputs[failed].status;
+        r->ev.sys_errno = r->outputs[failed].sys_errno;
+        r->message = g_strdup_printf("%s%s%s", r->outputs[failed].path,
+                                     r->outputs[failed].message ? ": " : "",
+                                     r->outputs[failed].message ? r->outputs[failed].message : "");
+    } else {
+        r->ev.type = PM_EVENT_DONE;
+        r->ev.status = PM_OK;
+    }
+}
+
+void pm__process_job(const pm__process_ctx *ctx, const pm__job *job, pm__result *r)
+{
+    const pm_options *o = ctx->opts;
+    double t0 = now_seconds();
+    job_state s = {.fd = -1, .dirfd = -1};
+    struct stat st;
+    pm_format same = PM_FORMAT_PNG;
+    int err = 0;
+
+    memset(r, 0, sizeof(*r));
+    r->source = g_strdup(job->source);
+    r->ev.type = PM_EVENT_DONE;
+    if (open_and_decode(ctx, job, &s, r, &st, &same) != 0)
+        goto out;
+    plan_variants(o, same, job->out_rel, &s);
     const char *slash = strrchr(job->out_rel, '/');
     char *dir_rel = slash ? g_strndup(job->out_rel, (gsize)(slash - job->out_rel)) : g_strdup("");
-    char *final_name =
-        g_strdup_printf("%s.%s", slash ? slash + 1 : job->out_rel, pm_format_extension(format));
-    *output = g_strdup_printf("%s/%s%s%s", ctx->out_root, dir_rel, *dir_rel ? "/" : "", final_name);
     int rc = pm__publish_open_dir(ctx->out_rootfd, dir_rel, &s.dirfd, &err);
     g_free(dir_rel);
     if (rc != PM_OK) {
-        fail(ev, rc, err, message, g_strdup("cannot create the output folder"));
-        goto out_name;
+        fail(r, rc, err, g_strdup("cannot create the output folder"));
+        goto out;
     }
-    /* Refuse up front, before decoding: an existing output that is this very input (same
-     * inode, any name), or any existing file where the output folder overlaps the inputs. */
-    struct stat ost;
-    if (fstatat(s.dirfd, final_name, &ost, AT_SYMLINK_NOFOLLOW) == 0) {
-        if (ost.st_dev == st.st_dev && ost.st_ino == st.st_ino) {
-            fail(ev, PM_ERR_OUTPUT_IS_INPUT, 0, message, NULL);
-            goto out_name;
+    if (refuse_existing(ctx, &s, &st) == 0 || decode_once(ctx, &s, r) != 0)
+        goto out;
+    for (int i = 0; i < o->n_sizes; i++) {
+        VipsImage *img = NULL;
+        for (int k = 0; k < s.n; k++) {
+            variant *v = &s.v[k];
+            if (v->size_index != i || v->out.status != PM_OK)
+                continue;
+            if (!img && !(img = image_for_size(o, &s, i))) {
+                fail_output(v, PM_ERR_ENCODE, 0, take_vips_error());
+                continue;
+            }
+            write_variant(ctx, &s, v, img);
         }
-        if (ctx->overlap) {
-            fail(ev, PM_ERR_OUTPUT_EXISTS, 0, message, NULL);
-            goto out_name;
-        }
+        VIPS_UNREF(img);
     }
-
-    int width = o->size.width ? o->size.width : VIPS_MAX_COORD;
-    int height = o->size.height ? o->size.height : VIPS_MAX_COORD;
-    /* fail_on is ignored by vips_thumbnail_source() itself (libvips #5195): pass it to the
-     * loader through the option string. */
-    if (vips_thumbnail_source(s.source, &s.thumb, width, "height", height, "size", VIPS_SIZE_DOWN,
-                              "option_string", fail_on_string(o->fail_on), NULL) != 0) {
-        fail(ev, PM_ERR_DECODE, 0, message, take_vips_error());
-        goto out_name;
-    }
-    /* Decode now, into memory (the output is small): decoding is lazy, so without this a
-     * truncated source would only fail inside the saver and look like an encoding error. It
-     * is also the one decode that later variants will be derived from. */
-    VipsImage *decoded = vips_image_copy_memory(s.thumb);
-    if (!decoded) {
-        fail(ev, PM_ERR_DECODE, 0, message, take_vips_error());
-        goto out_name;
-    }
-    g_object_unref(s.thumb);
-    s.thumb = decoded;
-    if (flatten_if_needed(&s.thumb, format) != 0) {
-        fail(ev, PM_ERR_ENCODE, 0, message, take_vips_error());
-        goto out_name;
-    }
-    rc = pm__publish_begin(&s.temp, s.dirfd, &err);
-    if (rc != PM_OK) {
-        fail(ev, rc, err, message, g_strdup("cannot create a temporary file"));
-        goto out_name;
-    }
-    s.target = vips_target_new_to_descriptor(s.temp.fd); /* dups the descriptor */
-    if (!s.target || save(s.thumb, s.target, format, o->quality) != 0) {
-        fail(ev, PM_ERR_ENCODE, 0, message, take_vips_error());
-        goto out_name;
-    }
-    VIPS_UNREF(s.target);
-    struct stat tst;
-    if (fstat(s.temp.fd, &tst) != 0 || tst.st_size == 0) {
-        fail(ev, PM_ERR_ENCODE, errno, message, g_strdup("encoder wrote nothing"));
-        goto out_name;
-    }
-    rc = pm__publish_commit(&s.temp, final_name, ctx->overlap, &err);
-    if (rc != PM_OK) {
-        fail(ev, rc, err, message, NULL);
-        goto out_name;
-    }
-    ev->type = PM_EVENT_DONE;
-    ev->status = PM_OK;
-    ev->bytes_out = (uint64_t)tst.st_size;
-    ev->width = s.thumb->Xsize;
-    ev->height = s.thumb->Ysize;
-out_name:
-    g_free(final_name);
 out:
+    collect(ctx, job, &s, r);
     job_state_release(&s);
-    ev->seconds = now_seconds() - t0;
+    r->ev.seconds = now_seconds() - t0;
+    pm__result_link(r);
 }

@@ -2,14 +2,15 @@
 #define _GNU_SOURCE
 #include "support.h"
 
-#include <check.h>
-
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <glib.h>
 #include <stdio.h>
 #include <jpeglib.h>
+#include <libheif/heif.h>
+#include <math.h>
+#include <tiffio.h>
 #include <png.h>
 #include <setjmp.h>
 #include <stdlib.h>
@@ -43,6 +44,10 @@ static int rm_one(const char *path, const struct stat *st, int flag, struct FTW 
 
 void pmt_rmtree(const char *path)
 {
+    if (path && getenv("PM_TEST_KEEP")) { /* debugging: keep fixtures and outputs */
+        fprintf(stderr, "kept %s\n", path);
+        return;
+    }
     if (path)
         nftw(path, rm_one, 64, FTW_DEPTH | FTW_PHYS);
 }
@@ -329,26 +334,91 @@ int pmt_scale_divisor(void)
     return d > 0 ? d : 1;
 }
 
-int pmt_run_suite(Suite *suite)
+int pmt_heif_decode(const char *path, int *w, int *h)
 {
-    SRunner *sr = srunner_create(suite);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    struct heif_context *ctx = heif_context_alloc();
+    struct heif_image_handle *handle = NULL;
+    struct heif_image *img = NULL;
+    int rc = -1;
+    if (heif_context_read_from_file(ctx, path, NULL).code == heif_error_Ok &&
+        heif_context_get_primary_image_handle(ctx, &handle).code == heif_error_Ok &&
+        heif_decode_image(handle, &img, heif_colorspace_RGB, heif_chroma_interleaved_RGB, NULL)
+                .code == heif_error_Ok) {
+        *w = heif_image_get_width(img, heif_channel_interleaved);
+        *h = heif_image_get_height(img, heif_channel_interleaved);
+        rc = 0;
+    }
+    if (img)
+        heif_image_release(img);
+    if (handle)
+        heif_image_handle_release(handle);
+    heif_context_free(ctx);
+    return rc;
 }
 
-int pmt_in_child(int (*fn)(void))
+int pmt_tiff_decode(const char *path, int *w, int *h)
 {
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0)
+    TIFFSetWarningHandler(NULL);
+    TIFF *t = TIFFOpen(path, "r");
+    if (!t)
         return -1;
-    if (pid == 0)
-        _exit(fn());
-    int status;
-    while (waitpid(pid, &status, 0) < 0)
-        if (errno != EINTR)
-            return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    uint32_t tw = 0, th = 0;
+    TIFFGetField(t, TIFFTAG_IMAGEWIDTH, &tw);
+    TIFFGetField(t, TIFFTAG_IMAGELENGTH, &th);
+    uint32_t *raster = malloc((size_t)tw * th * sizeof(uint32_t));
+    int ok = raster && TIFFReadRGBAImageOriented(t, tw, th, raster, ORIENTATION_TOPLEFT, 0);
+    free(raster);
+    TIFFClose(t);
+    *w = (int)tw;
+    *h = (int)th;
+    return ok ? 0 : -1;
+}
+
+unsigned char *pmt_png_rgba(const char *path, int *w, int *h)
+{
+    png_image img;
+    memset(&img, 0, sizeof(img));
+    img.version = PNG_IMAGE_VERSION;
+    if (!png_image_begin_read_from_file(&img, path))
+        return NULL;
+    img.format = PNG_FORMAT_RGBA;
+    unsigned char *buf = malloc(PNG_IMAGE_SIZE(img));
+    if (!buf || !png_image_finish_read(&img, NULL, buf, 0, NULL)) {
+        free(buf);
+        png_image_free(&img);
+        return NULL;
+    }
+    *w = (int)img.width;
+    *h = (int)img.height;
+    return buf;
+}
+
+double pmt_mad_rgb(const unsigned char *a, const unsigned char *b, size_t n)
+{
+    double sum = 0;
+    for (size_t i = 0; i < n; i++)
+        for (int c = 0; c < 3; c++)
+            sum += fabs((double)a[i * 4 + c] - (double)b[i * 4 + c]);
+    return n ? sum / (double)(n * 3) : 0;
+}
+
+double pmt_psnr_rgb(const unsigned char *a, const unsigned char *b, size_t n)
+{
+    double se = 0;
+    for (size_t i = 0; i < n; i++)
+        for (int c = 0; c < 3; c++) {
+            double d = (double)a[i * 4 + c] - (double)b[i * 4 + c];
+            se += d * d;
+        }
+    double mse = n ? se / (double)(n * 3) : 0;
+    return mse > 0 ? 10.0 * log10(255.0 * 255.0 / mse) : 99.0;
+}
+
+int pmt_file_contains(const char *path, const void *needle, size_t len)
+{
+    size_t n;
+    char *data = pmt_read_file(path, &n);
+    int found = data && memmem(data, n, needle, len) != NULL;
+    free(data);
+    return found;
 }

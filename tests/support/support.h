@@ -28,6 +28,16 @@ void *pmt_encode_image(const char *suffix, int width, int height, int bands, siz
 int pmt_png_decode(const char *path, int *w, int *h, int *channels);
 int pmt_jpeg_decode(const char *path, int *w, int *h, int *channels, unsigned char *corner_rgb);
 int pmt_webp_decode(const char *path, int *w, int *h, int *has_alpha);
+int pmt_heif_decode(const char *path, int *w, int *h); /* AVIF and HEIC, through libheif */
+int pmt_tiff_decode(const char *path, int *w, int *h); /* through libtiff */
+/* Decodes a PNG with libpng into malloc'd RGBA (w*h*4 bytes). */
+unsigned char *pmt_png_rgba(const char *path, int *w, int *h);
+/* Mean absolute difference over the RGB channels of two RGBA buffers of n pixels. */
+double pmt_mad_rgb(const unsigned char *a, const unsigned char *b, size_t n);
+/* Peak signal-to-noise ratio in dB over RGB, for reporting. */
+double pmt_psnr_rgb(const unsigned char *a, const unsigned char *b, size_t n);
+/* Does the file contain this byte string anywhere? */
+int pmt_file_contains(const char *path, const void *needle, size_t len);
 
 /* Runs argv (argv[0] a path) with stdin from /dev/null; captures stdout and stderr into
  * malloc'd strings (may be NULL). Returns the exit status (128+sig when killed), -1 on error.

@@ -63,12 +63,19 @@ typedef enum pm_format {
     PM_FORMAT_SAME = 0, /* the source's format where we can write it, else PNG */
     PM_FORMAT_JPEG,
     PM_FORMAT_PNG,
-    PM_FORMAT_WEBP
+    PM_FORMAT_WEBP,
+    PM_FORMAT_AVIF,
+    PM_FORMAT_HEIF, /* HEVC-coded HEIF, written as .heic */
+    PM_FORMAT_GIF,
+    PM_FORMAT_TIFF
 } pm_format;
+#define PM_FORMAT_LAST PM_FORMAT_TIFF
 
-/* Parses "jpeg", "jpg", "png", "webp", "same". Thread-safe. */
+/* Parses "jpeg", "jpg", "png", "webp", "avif", "heif", "heic", "gif", "tiff", "tif", "same".
+ * Thread-safe. */
 PM_EXTERN int pm_format_parse(const char *text, pm_format *out);
-/* The file extension written for a format ("jpg", "png", "webp"; "same" for SAME). */
+/* The file extension written for a format ("jpg", "png", "webp", "avif", "heic", "gif", "tif";
+ * "same" for SAME). */
 PM_EXTERN const char *pm_format_extension(pm_format format);
 
 typedef enum pm_fail_on {
@@ -91,22 +98,30 @@ typedef struct pm_size {
 
 /* Parses "N" (NxN box), "WxH", "Wx", "xH". Each number 1..PM_SIZE_MAX. Thread-safe. */
 PM_EXTERN int pm_size_parse(const char *text, pm_size *out);
+/* The label a size gives output names when there are several: "N" for NxN and Nx, "xH", "WxH".
+ * Writes at most n bytes (NUL included). Thread-safe. */
+PM_EXTERN void pm_size_label(const pm_size *size, char *buf, size_t n);
+
+#define PM_MAX_SIZES 16
+#define PM_MAX_FORMATS 8
 
 #define PM_OPTIONS_VERSION 1
 #define PM_DEFAULT_MAX_PIXELS 268402689ULL /* 0x3FFF squared, as sharp */
 #define PM_DEFAULT_SIZE 256
 
 typedef struct pm_options {
-    unsigned version;       /* PM_OPTIONS_VERSION */
-    const char *output_dir; /* required; created if missing; copied at create */
-    pm_size size;           /* box to fit in */
-    pm_format format;       /* output format */
-    int quality;            /* 1..100; 0 = the format's default */
-    int jobs;               /* worker threads; 0 = usable cores */
-    int queue_capacity;     /* bounded queue size; 0 = auto */
-    uint64_t max_pixels;    /* width x height x pages cap; 0 = no cap */
-    pm_fail_on fail_on;     /* decoder strictness */
-    int include_hidden;     /* walk dot files and dot folders */
+    unsigned version;                  /* PM_OPTIONS_VERSION */
+    const char *output_dir;            /* required; created if missing; copied at create */
+    pm_size sizes[PM_MAX_SIZES];       /* boxes to fit in; every size x every format */
+    int n_sizes;                       /* 1..PM_MAX_SIZES */
+    pm_format formats[PM_MAX_FORMATS]; /* output formats */
+    int n_formats;                     /* 1..PM_MAX_FORMATS */
+    int quality;                       /* 1..100; 0 = the format's default */
+    int jobs;                          /* worker threads; 0 = usable cores */
+    int queue_capacity;                /* bounded queue size; 0 = auto */
+    uint64_t max_pixels;               /* width x height x pages cap; 0 = no cap */
+    pm_fail_on fail_on;                /* decoder strictness */
+    int include_hidden;                /* walk dot files and dot folders */
 } pm_options;
 
 /* Fills defaults. Thread-safe. */
@@ -130,25 +145,40 @@ PM_EXTERN int pm_batch_add_input(pm_batch *batch, const char *path);
 PM_EXTERN int pm_batch_add_file_list(pm_batch *batch, int fd, char delim);
 
 typedef enum pm_event_type {
-    PM_EVENT_DONE,      /* an output was written */
-    PM_EVENT_FAILED,    /* a source failed; status says why */
+    PM_EVENT_DONE,      /* every output of a source was written */
+    PM_EVENT_FAILED,    /* a source, or one of its outputs, failed; status says why */
     PM_EVENT_SKIPPED,   /* an entry was passed over (not regular, link, ...) */
     PM_EVENT_SCAN_ERROR /* a folder or list entry could not be read */
 } pm_event_type;
+
+/* One output of a source: a size x format variant. */
+typedef struct pm_output {
+    const char *path;    /* final path */
+    pm_format format;    /* resolved (never SAME) */
+    int size_index;      /* into pm_options.sizes */
+    int width, height;   /* pixels written */
+    uint64_t bytes;      /* bytes written */
+    int status;          /* PM_OK, or why this output was not written */
+    int sys_errno;       /* errno behind the failure, or 0 */
+    const char *message; /* detail, or NULL */
+} pm_output;
 
 /* Every pointer is borrowed for the duration of the callback only. */
 typedef struct pm_event {
     pm_event_type type;
     const char *source;  /* the path as found (not escaped) */
-    const char *output;  /* final output path, or NULL */
+    const char *output;  /* the first output's path, or NULL */
     int status;          /* pm_status */
     int sys_errno;       /* errno behind the failure, or 0 */
     const char *message; /* detail, or NULL; best-effort text from the decoder */
     uint64_t bytes_in;
-    uint64_t bytes_out;
+    uint64_t bytes_out; /* all outputs together */
     int source_width, source_height;
-    int width, height; /* of the output */
-    double seconds;    /* time spent on this source */
+    int width, height;        /* of the first output */
+    int n_outputs;            /* DONE and FAILED: the variants of this source */
+    const pm_output *outputs; /* n_outputs of them; a FAILED source may have written some */
+    int decodes;              /* full decodes this source took: 1 for any number of outputs */
+    double seconds;           /* time spent on this source */
 } pm_event;
 
 /* Called from the thread that runs pm_batch_run, one event at a time. Must not call back into
@@ -156,7 +186,8 @@ typedef struct pm_event {
 typedef int (*pm_event_cb)(const pm_event *event, void *user_data);
 
 typedef struct pm_summary {
-    uint64_t processed;   /* outputs written */
+    uint64_t processed;   /* sources with every output written */
+    uint64_t outputs;     /* outputs written */
     uint64_t skipped;     /* entries passed over */
     uint64_t failed;      /* sources that failed */
     uint64_t scan_errors; /* folders or list entries that could not be read */

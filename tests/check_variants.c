@@ -1,0 +1,449 @@
+/* Many outputs from one decode, through the built binary: every output format decodes with a
+ * library or tool that is not libvips; sizes x formats are named and sized right; one decode per
+ * source (bytes read, counted by strace); derived sizes match the separate path; EXIF
+ * orientation comes out upright at every size; camera metadata never reaches an output. */
+#define _GNU_SOURCE
+#include "support.h"
+
+#include <check.h>
+#include <glib.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <vips/vips.h>
+
+static char *tmp, *in, *out;
+
+static void setup(void)
+{
+    pmt_vips_init();
+    tmp = pmt_mkdtemp();
+    ck_assert_ptr_nonnull(tmp);
+    in = pmt_path(tmp, "in");
+    out = pmt_path(tmp, "out");
+    pmt_mkdirs(in);
+}
+
+static void teardown(void)
+{
+    pmt_rmtree(tmp);
+    free(tmp);
+    free(in);
+    free(out);
+}
+
+static int run_argv(const char **argv, char **err)
+{
+    char *e = NULL;
+    int rc = pmt_run((char *const *)argv, NULL, &e, NULL);
+    if (err)
+        *err = e;
+    else
+        free(e);
+    return rc;
+}
+
+static int run(char **err, const char *first, ...)
+{
+    const char *argv[64];
+    int n = 0;
+    argv[n++] = pmt_pixmill();
+    va_list ap;
+    va_start(ap, first);
+    for (const char *a = first; a && n < 63; a = va_arg(ap, const char *))
+        argv[n++] = a;
+    va_end(ap);
+    argv[n] = NULL;
+    return run_argv(argv, err);
+}
+
+static char *sample(const char *rel)
+{
+    const char *s = getenv("PM_SAMPLES");
+    ck_assert_ptr_nonnull(s);
+    return pmt_path(s, rel);
+}
+
+/* gifsicle --info prints "logical screen WxH". */
+static int gif_size(const char *path, int *w, int *h)
+{
+    const char *argv[] = {"/usr/bin/gifsicle", "--info", path, NULL};
+    char *o = NULL;
+    int rc = pmt_run((char *const *)argv, &o, NULL, NULL);
+    const char *p = o ? strstr(o, "logical screen ") : NULL;
+    int ok = rc == 0 && p && sscanf(p, "logical screen %dx%d", w, h) == 2;
+    free(o);
+    return ok ? 0 : -1;
+}
+
+START_TEST(test_every_format_decodes_independently)
+{
+    char *src = pmt_path(in, "g.png");
+    ck_assert_int_eq(pmt_write_image(src, 400, 300, 3), 0);
+    char *err;
+    int rc = run(&err, "-s", "100", "-f", "jpeg", "-f", "png", "-f", "webp", "-f", "avif", "-f",
+                 "heif", "-f", "gif", "-f", "tiff", "-o", out, src, NULL);
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
+    free(err);
+    int w, h, c, a;
+    char *p;
+    p = pmt_path(out, "g.jpg");
+    ck_assert_int_eq(pmt_jpeg_decode(p, &w, &h, &c, NULL), 0);
+    ck_assert(w == 100 && h == 75);
+    free(p);
+    p = pmt_path(out, "g.png");
+    ck_assert_int_eq(pmt_png_decode(p, &w, &h, &c), 0);
+    ck_assert(w == 100 && h == 75);
+    free(p);
+    p = pmt_path(out, "g.webp");
+    ck_assert_int_eq(pmt_webp_decode(p, &w, &h, &a), 0);
+    ck_assert(w == 100 && h == 75);
+    free(p);
+    p = pmt_path(out, "g.avif");
+    ck_assert_msg(pmt_heif_decode(p, &w, &h) == 0, "libheif cannot decode %s", p);
+    ck_assert(w == 100 && h == 75);
+    ck_assert(pmt_file_contains(p, "avif", 4)); /* ftyp brand: AV1, not HEVC */
+    free(p);
+    p = pmt_path(out, "g.heic");
+    ck_assert_msg(pmt_heif_decode(p, &w, &h) == 0, "libheif cannot decode %s", p);
+    ck_assert(w == 100 && h == 75);
+    ck_assert(pmt_file_contains(p, "heic", 4));
+    free(p);
+    p = pmt_path(out, "g.gif");
+    ck_assert_msg(gif_size(p, &w, &h) == 0, "gifsicle cannot read %s", p);
+    ck_assert(w == 100 && h == 75);
+    free(p);
+    p = pmt_path(out, "g.tif");
+    ck_assert_msg(pmt_tiff_decode(p, &w, &h) == 0, "libtiff cannot decode %s", p);
+    ck_assert(w == 100 && h == 75);
+    free(p);
+    free(src);
+}
+END_TEST
+
+START_TEST(test_sizes_times_formats_named_and_sized)
+{
+    char *src = pmt_path(in, "wide.jpg");
+    ck_assert_int_eq(pmt_write_image(src, 800, 400, 3), 0);
+    char *err;
+    int rc = run(&err, "-s", "200", "-s", "100x", "-s", "x40", "-s", "90x30", "-f", "png", "-f",
+                 "webp", "-o", out, in, NULL);
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
+    ck_assert_msg(strstr(err, "1 processed, 0 skipped, 0 failed, 8 outputs"), "%s", err);
+    free(err);
+    static const struct {
+        const char *png, *webp;
+        int w, h;
+    } want[] = {{"wide-200.png", "wide-200.webp", 200, 100},
+                {"wide-100.png", "wide-100.webp", 100, 50},
+                {"wide-x40.png", "wide-x40.webp", 80, 40},
+                {"wide-90x30.png", "wide-90x30.webp", 60, 30}};
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        int w, h, c, a;
+        char *p = pmt_path(out, want[i].png);
+        ck_assert_msg(pmt_png_decode(p, &w, &h, &c) == 0, "%s", p);
+        ck_assert_msg(w == want[i].w && h == want[i].h, "%s: %dx%d", p, w, h);
+        free(p);
+        p = pmt_path(out, want[i].webp);
+        ck_assert_msg(pmt_webp_decode(p, &w, &h, &a) == 0, "%s", p);
+        ck_assert_msg(w == want[i].w && h == want[i].h, "%s: %dx%d", p, w, h);
+        free(p);
+    }
+    ck_assert_int_eq(pmt_count_files(out, "wide"), 8);
+    /* same + jpeg on a JPEG source is one output, made once */
+    char *out2 = pmt_path(tmp, "o2");
+    rc = run(&err, "-f", "same", "-f", "jpeg", "-o", out2, src, NULL);
+    ck_assert_msg(rc == 0 && strstr(err, "1 processed, 0 skipped, 0 failed,"), "%s", err);
+    ck_assert_int_eq(pmt_count_files(out2, "."), 1);
+    free(err);
+    /* two sizes that name one file: usage error, nothing made */
+    char *out3 = pmt_path(tmp, "o3");
+    ck_assert_int_eq(run(&err, "-s", "320", "-s", "320x", "-o", out3, src, NULL), 2);
+    ck_assert_int_ne(access(out3, F_OK), 0);
+    free(err);
+    free(out2), free(out3), free(src);
+}
+END_TEST
+
+/* Bytes the traced process read, from `strace -f -e trace=read,pread64,readv`. */
+static long long traced_read_bytes(const char *log)
+{
+    char *text = pmt_read_file(log, NULL);
+    ck_assert_ptr_nonnull(text);
+    long long total = 0;
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        if (!strstr(line, "read("))
+            continue;
+        char *eq = strrchr(line, '=');
+        long long n;
+        if (eq && sscanf(eq + 1, "%lld", &n) == 1 && n > 0)
+            total += n;
+    }
+    free(text);
+    return total;
+}
+
+static long long read_bytes_for(const char *src, const char *outdir, const char *const *sizes,
+                                int nsizes)
+{
+    char *log = pmt_path(tmp, "strace.log");
+    const char *argv[64];
+    int n = 0;
+    argv[n++] = "/usr/bin/strace";
+    argv[n++] = "-f";
+    argv[n++] = "-qq";
+    argv[n++] = "-s0";
+    argv[n++] = "-e";
+    argv[n++] = "trace=read,pread64,readv";
+    argv[n++] = "-o";
+    argv[n++] = log;
+    argv[n++] = pmt_pixmill();
+    argv[n++] = "-j1";
+    for (int i = 0; i < nsizes; i++) {
+        argv[n++] = "-s";
+        argv[n++] = sizes[i];
+    }
+    argv[n++] = "-f";
+    argv[n++] = "jpeg";
+    argv[n++] = "-f";
+    argv[n++] = "webp";
+    argv[n++] = "-o";
+    argv[n++] = outdir;
+    argv[n++] = src;
+    argv[n] = NULL;
+    char *err;
+    int rc = run_argv(argv, &err);
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
+    free(err);
+    long long bytes = traced_read_bytes(log);
+    free(log);
+    return bytes;
+}
+
+START_TEST(test_one_decode_per_source)
+{
+    /* A large, incompressible JPEG: its bytes dominate everything else the process reads. */
+    VipsImage *noise, *cast;
+    ck_assert_int_eq(vips_gaussnoise(&noise, 1600, 1200, "sigma", 60.0, "mean", 128.0, NULL), 0);
+    VipsImage *bands[3] = {noise, noise, noise};
+    VipsImage *rgb;
+    ck_assert_int_eq(vips_bandjoin(bands, &rgb, 3, NULL), 0);
+    ck_assert_int_eq(vips_cast_uchar(rgb, &cast, NULL), 0);
+    char *src = pmt_path(in, "noise.jpg");
+    ck_assert_int_eq(vips_jpegsave(cast, src, "Q", 95, NULL), 0);
+    g_object_unref(cast), g_object_unref(rgb), g_object_unref(noise);
+    size_t size;
+    free(pmt_read_file(src, &size));
+
+    const char *three[] = {"800", "400", "200"};
+    char *o1 = pmt_path(tmp, "one");
+    long long one = read_bytes_for(src, o1, three, 3);
+    ck_assert_int_eq(pmt_count_files(o1, "noise-"), 6);
+    /* control: the same six outputs made one size at a time read the source three times */
+    long long separate = 0;
+    for (int i = 0; i < 3; i++) {
+        char *oi = pmt_path(tmp, three[i]);
+        separate += read_bytes_for(src, oi, &three[i], 1);
+        free(oi);
+    }
+    fprintf(stderr,
+            "source %zu bytes; 3 sizes x 2 formats read %lld bytes in one run, %lld in "
+            "three single-size runs\n",
+            size, one, separate);
+    ck_assert_msg(one < (long long)size * 3 / 2, "read %lld bytes of a %zu-byte source", one, size);
+    ck_assert_msg(separate > (long long)size * 3 - (long long)size / 2,
+                  "control: separate runs read only %lld", separate);
+    free(o1), free(src);
+}
+END_TEST
+
+/* A reference for one output size: the full-resolution decode resized with the exact scale
+ * to w x h, written as PNG for the same reader. */
+static unsigned char *reference_rgba(const char *src, int w, int h)
+{
+    VipsImage *full = vips_image_new_from_file(src, NULL), *r = NULL;
+    ck_assert_ptr_nonnull(full);
+    ck_assert_int_eq(
+        vips_resize(full, &r, (double)w / full->Xsize, "vscale", (double)h / full->Ysize, NULL), 0);
+    char *p = pmt_path(tmp, "reference.png");
+    ck_assert_int_eq(vips_pngsave(r, p, NULL), 0);
+    g_object_unref(r), g_object_unref(full);
+    int rw, rh;
+    unsigned char *px = pmt_png_rgba(p, &rw, &rh);
+    ck_assert(px && rw == w && rh == h);
+    free(p);
+    return px;
+}
+
+/* Each size derived from one decode is as good as that size made on its own, both measured
+ * against the exact-scale reference (comparing the two directly would mostly measure the
+ * half-pixel offset between two roundings). */
+START_TEST(test_derived_sizes_match_separate_path)
+{
+    char *src = sample("photos/places/castle-maintenon.jpg");
+    char *both = pmt_path(tmp, "both");
+    char *err;
+    ck_assert_int_eq(
+        run(&err, "-f", "png", "-s", "600", "-s", "240", "-s", "96", "-o", both, src, NULL), 0);
+    free(err);
+    const char *sizes[] = {"240", "96"};
+    for (int i = 0; i < 2; i++) {
+        char *alone = pmt_path(tmp, sizes[i]);
+        ck_assert_int_eq(run(&err, "-f", "png", "-s", sizes[i], "-o", alone, src, NULL), 0);
+        free(err);
+        char name[64];
+        snprintf(name, sizeof(name), "castle-maintenon-%s.png", sizes[i]);
+        char *pa = pmt_path(both, name), *pb = pmt_path(alone, "castle-maintenon.png");
+        int wa, ha, wb, hb;
+        unsigned char *a = pmt_png_rgba(pa, &wa, &ha), *b = pmt_png_rgba(pb, &wb, &hb);
+        ck_assert(a && b);
+        /* pixmill decides the dimensions (nearest, from the source): both paths agree */
+        ck_assert_int_eq(wa, wb);
+        ck_assert_int_eq(ha, hb);
+        unsigned char *ref = reference_rgba(src, wa, ha);
+        size_t n = (size_t)wa * ha;
+        double mad_derived = pmt_mad_rgb(a, ref, n), mad_alone = pmt_mad_rgb(b, ref, n);
+        fprintf(stderr,
+                "size %s (%dx%d) against the exact-scale reference: derived from one decode "
+                "MAD %.3f / PSNR %.1f dB; made alone MAD %.3f / PSNR %.1f dB\n",
+                sizes[i], wa, ha, mad_derived, pmt_psnr_rgb(a, ref, n), mad_alone,
+                pmt_psnr_rgb(b, ref, n));
+        ck_assert_msg(mad_derived <= mad_alone + 1.0, "derived MAD %.3f, alone %.3f", mad_derived,
+                      mad_alone);
+        free(a), free(b), free(ref), free(pa), free(pb), free(alone);
+    }
+    free(both), free(src);
+}
+END_TEST
+
+/* Stored pixels S for EXIF orientation o such that displaying S as o gives upright U. */
+static VipsImage *stored_for_orientation(VipsImage *u, int o)
+{
+    VipsImage *a = NULL, *b = NULL;
+    switch (o) {
+    case 2:
+        vips_flip(u, &a, VIPS_DIRECTION_HORIZONTAL, NULL);
+        return a;
+    case 3:
+        vips_rot(u, &a, VIPS_ANGLE_D180, NULL);
+        return a;
+    case 4:
+        vips_flip(u, &a, VIPS_DIRECTION_VERTICAL, NULL);
+        return a;
+    case 5: /* transpose */
+        vips_rot(u, &a, VIPS_ANGLE_D90, NULL);
+        vips_flip(a, &b, VIPS_DIRECTION_HORIZONTAL, NULL);
+        g_object_unref(a);
+        return b;
+    case 6: /* shown rotated 90 clockwise: stored 90 anticlockwise */
+        vips_rot(u, &a, VIPS_ANGLE_D270, NULL);
+        return a;
+    case 7: /* transverse */
+        vips_rot(u, &a, VIPS_ANGLE_D90, NULL);
+        vips_flip(a, &b, VIPS_DIRECTION_VERTICAL, NULL);
+        g_object_unref(a);
+        return b;
+    case 8:
+        vips_rot(u, &a, VIPS_ANGLE_D90, NULL);
+        return a;
+    default:
+        g_object_ref(u);
+        return u;
+    }
+}
+
+START_TEST(test_exif_orientation_upright_at_every_size)
+{
+    char *upright = pmt_path(tmp, "upright.png");
+    ck_assert_int_eq(pmt_write_image(upright, 240, 160, 3), 0);
+    VipsImage *u = vips_image_new_from_file(upright, NULL);
+    ck_assert_ptr_nonnull(u);
+    for (int o = 1; o <= 8; o++) {
+        VipsImage *s = stored_for_orientation(u, o), *c;
+        ck_assert_int_eq(vips_copy(s, &c, NULL), 0);
+        vips_image_set_int(c, VIPS_META_ORIENTATION, o);
+        char name[32];
+        snprintf(name, sizeof(name), "o%d.jpg", o);
+        char *p = pmt_path(in, name);
+        ck_assert_int_eq(vips_jpegsave(c, p, "Q", 98, NULL), 0);
+        g_object_unref(c), g_object_unref(s);
+        VipsImage *check = vips_image_new_from_file(p, NULL); /* fixture sanity */
+        int got = 0;
+        vips_image_get_int(check, VIPS_META_ORIENTATION, &got);
+        ck_assert_int_eq(got, o);
+        g_object_unref(check);
+        free(p);
+    }
+    g_object_unref(u);
+    char *err;
+    /* two sizes: the derived one must not be rotated a second time */
+    ck_assert_int_eq(run(&err, "-f", "png", "-s", "120", "-s", "60", "-o", out, in, NULL), 0);
+    free(err);
+    const char *sizes[] = {"120", "60"};
+    for (int k = 0; k < 2; k++) {
+        char ref_name[32];
+        snprintf(ref_name, sizeof(ref_name), "o1-%s.png", sizes[k]);
+        char *rp = pmt_path(out, ref_name);
+        int rw, rh;
+        unsigned char *ref = pmt_png_rgba(rp, &rw, &rh);
+        ck_assert_ptr_nonnull(ref);
+        ck_assert_int_eq(rw, k == 0 ? 120 : 60);
+        for (int o = 2; o <= 8; o++) {
+            char name[32];
+            snprintf(name, sizeof(name), "o%d-%s.png", o, sizes[k]);
+            char *p = pmt_path(out, name);
+            int w, h;
+            unsigned char *px = pmt_png_rgba(p, &w, &h);
+            ck_assert_ptr_nonnull(px);
+            ck_assert_msg(w == rw && h == rh, "%s is %dx%d, want %dx%d", name, w, h, rw, rh);
+            double mad = pmt_mad_rgb(ref, px, (size_t)w * h);
+            ck_assert_msg(mad < 4.0, "%s differs from orientation 1: MAD %.2f", name, mad);
+            free(px), free(p);
+        }
+        free(ref), free(rp);
+    }
+    free(upright);
+}
+END_TEST
+
+START_TEST(test_camera_metadata_never_in_outputs)
+{
+    char *src = sample("photos/places/castle-maintenon.jpg"); /* Nikon EXIF + ICC profile */
+    ck_assert(pmt_file_contains(src, "NIKON", 5));
+    ck_assert(pmt_file_contains(src, "ICC_PROFILE", 11));
+    char *err;
+    ck_assert_int_eq(run(&err, "-s", "200", "-f", "jpeg", "-f", "webp", "-f", "png", "-f", "avif",
+                         "-f", "tiff", "-o", out, src, NULL),
+                     0);
+    free(err);
+    const char *outs[] = {"castle-maintenon.jpg", "castle-maintenon.webp", "castle-maintenon.png",
+                          "castle-maintenon.avif", "castle-maintenon.tif"};
+    for (int i = 0; i < 5; i++) {
+        char *p = pmt_path(out, outs[i]);
+        ck_assert_msg(!pmt_file_contains(p, "NIKON", 5), "camera make in %s", outs[i]);
+        ck_assert_msg(!pmt_file_contains(p, "ICC_PROFILE", 11), "ICC profile in %s", outs[i]);
+        ck_assert_msg(!pmt_file_contains(p, "ICCP", 4), "ICC chunk in %s", outs[i]);
+        ck_assert_msg(!pmt_file_contains(p, "iCCP", 4), "ICC chunk in %s", outs[i]);
+        free(p);
+    }
+    free(src);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("variants");
+    TCase *tc = tcase_create("e2e");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 180);
+    tcase_add_test(tc, test_every_format_decodes_independently);
+    tcase_add_test(tc, test_sizes_times_formats_named_and_sized);
+    tcase_add_test(tc, test_one_decode_per_source);
+    tcase_add_test(tc, test_derived_sizes_match_separate_path);
+    tcase_add_test(tc, test_exif_orientation_upright_at_every_size);
+    tcase_add_test(tc, test_camera_metadata_never_in_outputs);
+    suite_add_tcase(s, tc);
+    return pmt_run_suite(s);
+}
