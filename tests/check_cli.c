@@ -442,11 +442,18 @@ START_TEST(test_signal_exit_code_no_temps)
         execl(pmt_pixmill(), pmt_pixmill(), "-j", "1", "-o", out, in, (char *)NULL);
         _exit(127);
     }
-    /* Wait until it is working (the first output exists), then interrupt. */
-    while (pmt_count_files(out, ".jpg") == 0)
+    /* Wait until it is working (the first output exists), then interrupt; if it ends first,
+     * that is a failure with its stderr to show. */
+    int status, ended = 0;
+    while (pmt_count_files(out, ".jpg") == 0 && !ended) {
+        ended = waitpid(pid, &status, WNOHANG) == pid;
         usleep(2000);
+    }
+    if (ended) {
+        char *e = pmt_read_file(errpath, NULL);
+        ck_abort_msg("pixmill ended before any output: %s", e ? e : "");
+    }
     kill(pid, sig);
-    int status;
     ck_assert_int_eq(waitpid(pid, &status, 0), pid);
     ck_assert(WIFEXITED(status));
     ck_assert_int_eq(WEXITSTATUS(status), 128 + sig);
