@@ -29,12 +29,23 @@ static const char usage_text[] =
     "appears atomically (temp file, fsync, rename).\n"
     "\n"
     "  -o, --output=DIR        output folder (required; created if missing)\n"
-    "  -s, --size=GEOMETRY     box to fit in: N (NxN), WxH, Wx, xH; only shrinks (default 256).\n"
+    "  -s, --size=GEOMETRY     box: N (NxN), WxH, Wx, xH (default 256), then at most one of\n"
+    "                          > only shrink (the default), < only enlarge, ! exactly WxH,\n"
+    "                          ^ cover the box; or N% (scale), N@ (at most N pixels).\n"
     "                          Repeatable: every size x every format, all from one decode;\n"
     "                          with several sizes, names get the size: photo-320.jpg\n"
     "  -f, --format=FORMAT     jpeg, png, webp, avif, heif, gif, tiff, or same (default: the\n"
     "                          source's own format, PNG where it cannot be written). Repeatable\n"
     "  -Q, --quality=N         JPEG/WebP quality 1..100 (default 80); AVIF/HEIF (default 50)\n"
+    "      --fit=MODE          inside (default), cover (crop to the box), contain (pad to the\n"
+    "                          box), fill (stretch to the box), outside (cover, no crop)\n"
+    "      --crop=GRAVITY      what cover keeps: centre (default), north, south, east, west,\n"
+    "                          northeast, northwest, southeast, southwest, attention, entropy\n"
+    "      --background=COLOR  #rgb, #rrggbb, #rrggbbaa, white (default), black, transparent:\n"
+    "                          behind transparent pixels in JPEG, and contain's padding\n"
+    "      --auto-swap         turn the box to the photo's orientation (1280x720 takes a\n"
+    "                          portrait photo as 720x1280)\n"
+    "      --no-rotate         ignore EXIF orientation (default: upright, tag dropped)\n"
     "  -j, --jobs=N            worker threads (default: usable cores)\n"
     "      --queue=N           bounded queue capacity (default: 4 x jobs, at least 16)\n"
     "      --max-pixels=N      refuse images whose width x height x pages exceed N, checked\n"
@@ -236,6 +247,11 @@ int main(int argc, char **argv)
         {"max-pixels", required_argument, NULL, 'm' + 256},
         {"fail-on", required_argument, NULL, 'F' + 256},
         {"hidden", no_argument, NULL, 'H' + 256},
+        {"fit", required_argument, NULL, 'f' + 256},
+        {"crop", required_argument, NULL, 'c' + 256},
+        {"background", required_argument, NULL, 'b' + 256},
+        {"auto-swap", no_argument, NULL, 'a' + 256},
+        {"no-rotate", no_argument, NULL, 'r' + 256},
         {"files-from", required_argument, NULL, 'L' + 256},
         {"null", no_argument, NULL, '0'},
         {"quiet", no_argument, NULL, 'q'},
@@ -268,7 +284,9 @@ int main(int argc, char **argv)
             if (n_sizes == PM_MAX_SIZES)
                 return usage_error("too many sizes (at most %d)", PM_MAX_SIZES);
             if (pm_size_parse(optarg, &opts.sizes[n_sizes++]) != PM_OK)
-                return usage_error("invalid size '%s' (want N, WxH, Wx or xH, 1..100000)", optarg);
+                return usage_error("invalid size '%s' (want N, WxH, Wx or xH, 1..100000, and one "
+                                   "of > < ! ^; or N%% or N@)",
+                                   optarg);
             break;
         case 'f':
             if (n_formats == PM_MAX_FORMATS)
@@ -305,6 +323,29 @@ int main(int argc, char **argv)
             break;
         case 'H' + 256:
             opts.include_hidden = 1;
+            break;
+        case 'f' + 256:
+            if (pm_fit_parse(optarg, &opts.fit) != PM_OK)
+                return usage_error("invalid fit '%s' (want inside, cover, contain, fill, outside)",
+                                   optarg);
+            break;
+        case 'c' + 256:
+            if (pm_crop_parse(optarg, &opts.crop) != PM_OK)
+                return usage_error("invalid crop '%s' (want centre, north, ..., southwest, "
+                                   "attention, entropy)",
+                                   optarg);
+            break;
+        case 'b' + 256:
+            if (pm_color_parse(optarg, opts.background) != PM_OK)
+                return usage_error("invalid colour '%s' (want #rgb, #rrggbb, #rrggbbaa, white, "
+                                   "black, transparent)",
+                                   optarg);
+            break;
+        case 'a' + 256:
+            opts.auto_swap = 1;
+            break;
+        case 'r' + 256:
+            opts.no_rotate = 1;
             break;
         case 'L' + 256:
             if (!*optarg)

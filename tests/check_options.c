@@ -34,7 +34,7 @@ static const struct {
 
 START_TEST(test_size_table)
 {
-    pm_size s = {-7, -7};
+    pm_size s = {.width = -7, .height = -7};
     int rc = pm_size_parse(sizes[_i].text, &s);
     if (sizes[_i].ok) {
         ck_assert_msg(rc == PM_OK, "'%s' should parse", sizes[_i].text);
@@ -76,11 +76,97 @@ START_TEST(test_formats)
 }
 END_TEST
 
+/* Every size form and fit mode against expected dimensions (a 400x300 source unless said). */
+static const struct {
+    const char *size;
+    pm_fit fit;
+    int auto_swap, sw, sh;
+    int rw, rh, w, h; /* resized, then final */
+} geometry[] = {
+    {"200", PM_FIT_INSIDE, 0, 400, 300, 200, 150, 200, 150},
+    {"200x", PM_FIT_INSIDE, 0, 400, 300, 200, 150, 200, 150},
+    {"x150", PM_FIT_INSIDE, 0, 400, 300, 200, 150, 200, 150},
+    {"800x800", PM_FIT_INSIDE, 0, 400, 300, 400, 300, 400, 300},  /* never enlarged */
+    {"800x800>", PM_FIT_INSIDE, 0, 400, 300, 400, 300, 400, 300}, /* '>' is the default */
+    {"800x800<", PM_FIT_INSIDE, 0, 400, 300, 800, 600, 800, 600}, /* only enlarge */
+    {"100x100<", PM_FIT_INSIDE, 0, 400, 300, 400, 300, 400, 300}, /* ... never shrinks */
+    {"200x200!", PM_FIT_INSIDE, 0, 400, 300, 200, 200, 200, 200}, /* exact */
+    {"200x200^", PM_FIT_INSIDE, 0, 400, 300, 267, 200, 267, 200}, /* covers, no crop */
+    {"50%", PM_FIT_INSIDE, 0, 400, 300, 200, 150, 200, 150},
+    {"200%", PM_FIT_INSIDE, 0, 400, 300, 800, 600, 800, 600},
+    {"30000@", PM_FIT_INSIDE, 0, 400, 300, 200, 150, 200, 150},
+    {"200x200", PM_FIT_COVER, 0, 400, 300, 267, 200, 200, 200},
+    {"200x200", PM_FIT_CONTAIN, 0, 400, 300, 200, 150, 200, 200},
+    {"200x100", PM_FIT_FILL, 0, 400, 300, 200, 100, 200, 100},
+    {"200x200", PM_FIT_OUTSIDE, 0, 400, 300, 267, 200, 267, 200},
+    {"200x", PM_FIT_COVER, 0, 400, 300, 200, 150, 200, 150},      /* one axis: as inside */
+    {"800x800", PM_FIT_COVER, 0, 400, 300, 400, 300, 400, 300},   /* small: nothing to crop */
+    {"800x800", PM_FIT_CONTAIN, 0, 400, 300, 400, 300, 800, 800}, /* small: padded */
+    {"200x200!", PM_FIT_COVER, 0, 400, 300, 200, 200, 200, 200},  /* a modifier wins */
+    {"300x100", PM_FIT_INSIDE, 0, 300, 400, 75, 100, 75, 100},
+    {"300x100", PM_FIT_INSIDE, 1, 300, 400, 100, 133, 100, 133}, /* auto-swap: 100x300 */
+    {"300x100", PM_FIT_INSIDE, 1, 400, 300, 133, 100, 133, 100}, /* same orientation */
+    {"256", PM_FIT_INSIDE, 0, 1, 1, 1, 1, 1, 1},
+    {"256", PM_FIT_INSIDE, 0, 100000, 1, 256, 1, 256, 1}, /* never 0 on an axis */
+    {"256", PM_FIT_INSIDE, 0, 1, 100000, 1, 256, 1, 256},
+    {"256", PM_FIT_COVER, 0, 100000, 1, 100000, 1, 256, 1},
+    {"1x1!", PM_FIT_INSIDE, 0, 400, 300, 1, 1, 1, 1},
+};
+
+START_TEST(test_geometry_table)
+{
+    pm_size s;
+    ck_assert_int_eq(pm_size_parse(geometry[_i].size, &s), PM_OK);
+    pm_geometry g;
+    pm_geometry_compute(&s, geometry[_i].fit, geometry[_i].auto_swap, geometry[_i].sw,
+                        geometry[_i].sh, &g);
+    ck_assert_msg(g.resize_width == geometry[_i].rw && g.resize_height == geometry[_i].rh &&
+                      g.width == geometry[_i].w && g.height == geometry[_i].h,
+                  "%s fit %d on %dx%d: resized %dx%d, final %dx%d; want %dx%d, %dx%d",
+                  geometry[_i].size, geometry[_i].fit, geometry[_i].sw, geometry[_i].sh,
+                  g.resize_width, g.resize_height, g.width, g.height, geometry[_i].rw,
+                  geometry[_i].rh, geometry[_i].w, geometry[_i].h);
+}
+END_TEST
+
+START_TEST(test_fit_crop_color_parse)
+{
+    pm_fit f;
+    pm_crop c;
+    unsigned char rgba[4];
+    ck_assert_int_eq(pm_fit_parse("cover", &f), PM_OK);
+    ck_assert_int_eq(f, PM_FIT_COVER);
+    ck_assert_int_eq(pm_fit_parse("outside", &f), PM_OK);
+    ck_assert_int_eq(f, PM_FIT_OUTSIDE);
+    ck_assert_int_eq(pm_fit_parse("crop", &f), PM_ERR_USAGE);
+    ck_assert_int_eq(pm_crop_parse("center", &c), PM_OK);
+    ck_assert_int_eq(c, PM_CROP_CENTRE);
+    ck_assert_int_eq(pm_crop_parse("southwest", &c), PM_OK);
+    ck_assert_int_eq(c, PM_CROP_SOUTHWEST);
+    ck_assert_int_eq(pm_crop_parse("attention", &c), PM_OK);
+    ck_assert_int_eq(c, PM_CROP_ATTENTION);
+    ck_assert_int_eq(pm_crop_parse("middle", &c), PM_ERR_USAGE);
+    ck_assert_int_eq(pm_color_parse("#ff8000", rgba), PM_OK);
+    ck_assert(rgba[0] == 255 && rgba[1] == 128 && rgba[2] == 0 && rgba[3] == 255);
+    ck_assert_int_eq(pm_color_parse("#f80", rgba), PM_OK);
+    ck_assert(rgba[0] == 255 && rgba[1] == 136 && rgba[2] == 0 && rgba[3] == 255);
+    ck_assert_int_eq(pm_color_parse("#00000080", rgba), PM_OK);
+    ck_assert_int_eq(rgba[3], 128);
+    ck_assert_int_eq(pm_color_parse("transparent", rgba), PM_OK);
+    ck_assert_int_eq(rgba[3], 0);
+    ck_assert_int_eq(pm_color_parse("#12345", rgba), PM_ERR_USAGE);
+    ck_assert_int_eq(pm_color_parse("#gg0000", rgba), PM_ERR_USAGE);
+    ck_assert_int_eq(pm_color_parse("red", rgba), PM_ERR_USAGE);
+}
+END_TEST
+
 START_TEST(test_size_labels)
 {
     static const struct {
         const char *text, *label;
-    } t[] = {{"256", "256"}, {"320x", "320"}, {"x600", "x600"}, {"800x600", "800x600"}};
+    } t[] = {{"256", "256"},         {"320x", "320"},         {"x600", "x600"},
+             {"800x600", "800x600"}, {"800x600!", "800x600"}, {"50%", "50pct"},
+             {"30000@", "30000px"}};
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
         pm_size s;
         char buf[32];
@@ -159,6 +245,8 @@ int main(void)
     TCase *tc = tcase_create("parse");
     tcase_add_loop_test(tc, test_size_table, 0, (int)(sizeof(sizes) / sizeof(sizes[0])));
     tcase_add_test(tc, test_formats);
+    tcase_add_loop_test(tc, test_geometry_table, 0, (int)(sizeof(geometry) / sizeof(geometry[0])));
+    tcase_add_test(tc, test_fit_crop_color_parse);
     tcase_add_test(tc, test_size_labels);
     tcase_add_test(tc, test_variant_collisions_refused);
     tcase_add_test(tc, test_status_strings);

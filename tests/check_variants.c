@@ -525,6 +525,159 @@ START_TEST(test_wide_gamut_and_cmyk_come_out_srgb)
 }
 END_TEST
 
+/* Pixel (x, y) of a PNG through libpng: RGBA. */
+static void png_pixel(const char *path, int x, int y, unsigned char rgba[4], int *w, int *h)
+{
+    unsigned char *px = pmt_png_rgba(path, w, h);
+    ck_assert_msg(px != NULL, "cannot decode %s", path);
+    memcpy(rgba, px + ((size_t)y * *w + x) * 4, 4);
+    free(px);
+}
+
+static char *run_one(const char *src, const char *name, const char *const *args)
+{
+    char *o = pmt_path(tmp, name);
+    const char *argv[32];
+    int n = 0;
+    argv[n++] = pmt_pixmill();
+    for (int i = 0; args[i]; i++)
+        argv[n++] = args[i];
+    argv[n++] = "-f";
+    argv[n++] = "png";
+    argv[n++] = "-o";
+    argv[n++] = o;
+    argv[n++] = src;
+    argv[n] = NULL;
+    char *err;
+    int rc = run_argv(argv, &err);
+    ck_assert_msg(rc == 0, "%s: exit %d: %s", name, rc, err);
+    free(err);
+    char *p = pmt_path(o, "g.png");
+    free(o);
+    return p;
+}
+
+/* The fixture's red grows left to right and its green top to bottom, so a pixel says where in
+ * the source it came from. */
+START_TEST(test_fit_modes_through_the_binary)
+{
+    char *src = pmt_path(in, "g.png");
+    ck_assert_int_eq(pmt_write_image(src, 400, 300, 3), 0);
+    unsigned char px[4];
+    int w, h;
+    const char *north[] = {"-s", "200x200", "--fit", "cover", "--crop", "north", NULL};
+    char *p = run_one(src, "north", north);
+    png_pixel(p, 100, 0, px, &w, &h);
+    ck_assert(w == 200 && h == 200);
+    ck_assert_int_le(px[1], 3); /* the top row kept: green ~0 */
+    free(p);
+    const char *south[] = {"-s", "200x200", "--fit", "cover", "--crop", "south", NULL};
+    p = run_one(src, "south", south);
+    png_pixel(p, 100, 199, px, &w, &h);
+    ck_assert(w == 200 && h == 200);
+    ck_assert_int_ge(px[1], 252); /* the bottom row kept */
+    free(p);
+    const char *west[] = {"-s", "100x200", "--fit", "cover", "--crop", "west", NULL};
+    p = run_one(src, "west", west);
+    png_pixel(p, 0, 100, px, &w, &h);
+    ck_assert(w == 100 && h == 200);
+    ck_assert_int_le(px[0], 3); /* the left column kept: red ~0 */
+    free(p);
+    const char *contain[] = {"-s", "200x200", "--fit", "contain", "--background", "#00ff00", NULL};
+    p = run_one(src, "contain", contain);
+    png_pixel(p, 100, 2, px, &w, &h); /* 200x150 image centred: rows 0..24 are padding */
+    ck_assert(w == 200 && h == 200);
+    ck_assert(px[0] == 0 && px[1] == 255 && px[2] == 0 && px[3] == 255);
+    free(p);
+    const char *clear[] = {"-s",           "200x200",     "--fit", "contain",
+                           "--background", "transparent", NULL};
+    p = run_one(src, "clear", clear);
+    png_pixel(p, 100, 2, px, &w, &h);
+    ck_assert_int_eq(px[3], 0); /* padding is transparent */
+    png_pixel(p, 100, 100, px, &w, &h);
+    ck_assert_int_eq(px[3], 255); /* the image is not */
+    free(p);
+    const char *fill[] = {"-s", "123x45!", NULL};
+    p = run_one(src, "fill", fill);
+    png_pixel(p, 0, 0, px, &w, &h);
+    ck_assert(w == 123 && h == 45);
+    free(p);
+    const char *outside[] = {"-s", "200x200^", NULL};
+    p = run_one(src, "outside", outside);
+    png_pixel(p, 0, 0, px, &w, &h);
+    ck_assert(w == 267 && h == 200);
+    free(p);
+    const char *twice[] = {"-s", "200%", NULL};
+    p = run_one(src, "twice", twice);
+    png_pixel(p, 0, 0, px, &w, &h);
+    ck_assert(w == 800 && h == 600);
+    free(p);
+    const char *area[] = {"-s", "30000@", NULL};
+    p = run_one(src, "area", area);
+    png_pixel(p, 0, 0, px, &w, &h);
+    ck_assert(w == 200 && h == 150);
+    free(p);
+    free(src);
+}
+END_TEST
+
+START_TEST(test_no_rotate_and_auto_swap)
+{
+    /* stored 160x240 with orientation 6: upright it is 240x160 */
+    char *upright = pmt_path(tmp, "u.png");
+    ck_assert_int_eq(pmt_write_image(upright, 240, 160, 3), 0);
+    VipsImage *u = vips_image_new_from_file(upright, NULL), *s = stored_for_orientation(u, 6), *c;
+    ck_assert_int_eq(vips_copy(s, &c, NULL), 0);
+    vips_image_set_int(c, VIPS_META_ORIENTATION, 6);
+    char *src = pmt_path(in, "g.jpg");
+    ck_assert_int_eq(vips_jpegsave(c, src, "Q", 95, NULL), 0);
+    g_object_unref(c), g_object_unref(s), g_object_unref(u);
+    unsigned char px[4];
+    int w, h;
+    const char *plain[] = {"-s", "120", NULL};
+    char *p = run_one(src, "plain", plain);
+    png_pixel(p, 0, 0, px, &w, &h);
+    ck_assert(w == 120 && h == 80); /* upright */
+    free(p);
+    const char *norot[] = {"-s", "120", "--no-rotate", NULL};
+    p = run_one(src, "norot", norot);
+    png_pixel(p, 0, 0, px, &w, &h);
+    ck_assert(w == 80 && h == 120); /* as stored */
+    free(p);
+    /* a portrait 60x120 box turned to 120x60 for a landscape photo: 240x160 x 0.375 */
+    const char *swap[] = {"-s", "60x120", "--auto-swap", NULL};
+    p = run_one(src, "swap", swap);
+    png_pixel(p, 0, 0, px, &w, &h);
+    ck_assert_msg(w == 90 && h == 60, "%dx%d", w, h);
+    free(p);
+    const char *noswap[] = {"-s", "60x120", NULL};
+    p = run_one(src, "noswap", noswap);
+    png_pixel(p, 0, 0, px, &w, &h);
+    ck_assert(w == 60 && h == 40);
+    free(p);
+    free(src), free(upright);
+}
+END_TEST
+
+START_TEST(test_jpeg_flattens_on_background)
+{
+    char *src = pmt_path(in, "g.png");
+    ck_assert_int_eq(pmt_write_image(src, 200, 160, 4), 0); /* left half transparent */
+    char *o = pmt_path(tmp, "black");
+    char *err;
+    ck_assert_int_eq(
+        run(&err, "-f", "jpeg", "-s", "100", "--background", "#000000", "-o", o, src, NULL), 0);
+    free(err);
+    char *p = pmt_path(o, "g.jpg");
+    int w, h, c;
+    unsigned char corner[3];
+    ck_assert_int_eq(pmt_jpeg_decode(p, &w, &h, &c, corner), 0);
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_le(corner[i], 10);
+    free(p), free(o), free(src);
+}
+END_TEST
+
 START_TEST(test_camera_metadata_never_in_outputs)
 {
     char *src = sample("photos/places/castle-maintenon.jpg"); /* Nikon EXIF + ICC profile */
@@ -561,6 +714,9 @@ int main(void)
     tcase_add_test(tc, test_derived_sizes_match_separate_path);
     tcase_add_test(tc, test_exif_orientation_upright_at_every_size);
     tcase_add_test(tc, test_wide_gamut_and_cmyk_come_out_srgb);
+    tcase_add_test(tc, test_fit_modes_through_the_binary);
+    tcase_add_test(tc, test_no_rotate_and_auto_swap);
+    tcase_add_test(tc, test_jpeg_flattens_on_background);
     tcase_add_test(tc, test_camera_metadata_never_in_outputs);
     suite_add_tcase(s, tc);
     return pmt_run_suite(s);

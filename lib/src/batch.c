@@ -48,8 +48,10 @@ int pm_batch_create(pm_batch **out, const pm_options *opts)
         return PM_ERR_USAGE;
     for (int i = 0; i < opts->n_sizes; i++) {
         const pm_size *z = &opts->sizes[i];
+        int box = !z->percent && !z->area;
         if (z->width < 0 || z->height < 0 || z->width > PM_SIZE_MAX || z->height > PM_SIZE_MAX ||
-            (z->width == 0 && z->height == 0))
+            (box && z->width == 0 && z->height == 0) || z->percent < 0 || z->percent > 1000 ||
+            (unsigned)z->fit > PM_FIT_LAST || (unsigned)z->enlarge > PM_ENLARGE_ALLOW)
             return PM_ERR_USAGE;
         for (int k = 0; k < i; k++) { /* two sizes must not give one output name */
             char a[32], c[32];
@@ -68,6 +70,8 @@ int pm_batch_create(pm_batch **out, const pm_options *opts)
     }
     if (opts->quality < 0 || opts->quality > 100 || opts->jobs < 0 || opts->jobs > 1024 ||
         opts->queue_capacity < 0 || opts->queue_capacity > 1000000)
+        return PM_ERR_USAGE;
+    if ((unsigned)opts->fit > PM_FIT_LAST || (unsigned)opts->crop > PM_CROP_LAST)
         return PM_ERR_USAGE;
     if ((unsigned)opts->fail_on > PM_FAIL_ON_WARNING)
         return PM_ERR_USAGE;

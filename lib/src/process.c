@@ -191,15 +191,17 @@ static int drop_metadata(VipsImage **image)
 
 /* JPEG has no alpha: flatten on white rather than let the saver drop it (transparent areas
  * would come out as whatever colour they hold, often black). */
-static int flatten_if_needed(VipsImage **image, pm_format format)
+static int flatten_if_needed(VipsImage **image, pm_format format, const unsigned char bg[4])
 {
     if (format != PM_FORMAT_JPEG || !vips_image_hasalpha(*image))
         return 0;
     VipsImage *flat = NULL;
-    double max_alpha = ((*image)->BandFmt == VIPS_FORMAT_USHORT) ? 65535.0 : 255.0;
-    VipsArrayDouble *white = vips_array_double_newv(1, max_alpha);
-    int rc = vips_flatten(*image, &flat, "background", white, "max_alpha", max_alpha, NULL);
-    vips_area_unref(VIPS_AREA(white));
+    VipsArrayDouble *background =
+        (*image)->Bands == 2
+            ? vips_array_double_newv(1, (double)bg[0])
+            : vips_array_double_newv(3, (double)bg[0], (double)bg[1], (double)bg[2]);
+    int rc = vips_flatten(*image, &flat, "background", background, NULL);
+    vips_area_unref(VIPS_AREA(background));
     if (rc != 0)
         return -1;
     g_object_unref(*image);
@@ -308,20 +310,6 @@ static void plan_variants(const pm_options *o, pm_format same, const char *out_r
     }
 }
 
-/* The box that holds every requested box: decoding to fit it gives an image at least as large
- * as every output (fit-inside keeps the aspect ratio), so each size can be derived from it. */
-static void union_box(const pm_options *o, int *width, int *height)
-{
-    *width = 0;
-    *height = 0;
-    for (int i = 0; i < o->n_sizes; i++) {
-        int w = o->sizes[i].width ? o->sizes[i].width : VIPS_MAX_COORD;
-        int h = o->sizes[i].height ? o->sizes[i].height : VIPS_MAX_COORD;
-        *width = MAX(*width, w);
-        *height = MAX(*height, h);
-    }
-}
-
 /* Encode one image into one variant's temp file and publish it. */
 static void write_variant(const pm__process_ctx *ctx, job_state *s, variant *v, VipsImage *image)
 {
@@ -330,7 +318,8 @@ static void write_variant(const pm__process_ctx *ctx, job_state *s, variant *v, 
     g_object_ref(img);
     pm__temp temp = {.fd = -1};
     VipsTarget *target = NULL;
-    if (flatten_if_needed(&img, v->format) != 0 || drop_metadata(&img) != 0) {
+    if (flatten_if_needed(&img, v->format, ctx->opts->background) != 0 ||
+        drop_metadata(&img) != 0) {
         fail_output(v, PM_ERR_ENCODE, 0, take_vips_error());
         goto out;
     }
@@ -450,22 +439,32 @@ static int open_and_decode(const pm__process_ctx *ctx, const pm__job *job, job_s
     }
     *same = format_for_loader(nickname, s->header);
     s->has_profile = vips_image_get_typeof(s->header, VIPS_META_ICC_NAME) != 0;
-    int swap = vips_image_get_orientation_swap(s->header);
+    int swap = !o->no_rotate && vips_image_get_orientation_swap(s->header);
     s->upright_w = swap ? s->header->Ysize : s->header->Xsize;
     s->upright_h = swap ? s->header->Xsize : s->header->Ysize;
     return 0;
 }
 
-static void target_dims(const pm_size *box, int sw, int sh, int *tw, int *th);
+static void geometry_for(const pm_options *o, const job_state *s, int size_index, pm_geometry *g)
+{
+    pm_geometry_compute(&o->sizes[size_index], o->fit, o->auto_swap, s->upright_w, s->upright_h, g);
+}
 
 static int decode_once(const pm__process_ctx *ctx, job_state *s, pm__result *r)
 {
-    /* Decode straight to the largest output's exact dimensions (size=force: the shrink is
-     * worked out per axis, so no later one-pixel stretch shifts the image). */
-    pm_size box;
-    union_box(ctx->opts, &box.width, &box.height);
-    int width, height;
-    target_dims(&box, s->upright_w, s->upright_h, &width, &height);
+    /* One decode at the largest scale any output needs, straight to exact dimensions
+     * (size=force: the shrink is worked out per axis, so no later one-pixel stretch shifts the
+     * image); every output is derived from it. */
+    const pm_options *o = ctx->opts;
+    double scale = 0;
+    for (int i = 0; i < o->n_sizes; i++) {
+        pm_geometry g;
+        geometry_for(o, s, i, &g);
+        scale = MAX(scale, MAX((double)g.resize_width / s->upright_w,
+                               (double)g.resize_height / s->upright_h));
+    }
+    int width = MAX(1, (int)(s->upright_w * scale + 0.5));
+    int height = MAX(1, (int)(s->upright_h * scale + 0.5));
     VipsImage *thumb = NULL;
     /* fail_on is ignored by vips_thumbnail_source() itself (libvips #5195): pass it to the
      * loader through the option string. */
@@ -476,18 +475,31 @@ static int decode_once(const pm__process_ctx *ctx, job_state *s, pm__result *r)
     int rc;
     if (s->has_profile)
         rc = vips_thumbnail_source(s->source, &thumb, width, "height", height, "size",
-                                   VIPS_SIZE_FORCE, "export_profile", "srgb", "option_string",
-                                   fail_on_string(ctx->opts->fail_on), NULL);
+                                   VIPS_SIZE_FORCE, "no_rotate", o->no_rotate, "export_profile",
+                                   "srgb", "option_string", fail_on_string(o->fail_on), NULL);
     else
         rc = vips_thumbnail_source(s->source, &thumb, width, "height", height, "size",
-                                   VIPS_SIZE_FORCE, "option_string",
-                                   fail_on_string(ctx->opts->fail_on), NULL);
+                                   VIPS_SIZE_FORCE, "no_rotate", o->no_rotate, "option_string",
+                                   fail_on_string(o->fail_on), NULL);
     if (rc != 0) {
         fail(r, PM_ERR_DECODE, 0, take_vips_error());
         return -1;
     }
     /* Decode now, into memory (at most the largest output): decoding is lazy, so otherwise a
      * truncated source would fail only inside a saver, and each output would decode again. */
+    if (vips_image_get_format(thumb) != VIPS_FORMAT_UCHAR) { /* outputs are 8-bit sRGB */
+        VipsImage *eight = NULL;
+        int grey =
+            thumb->Type == VIPS_INTERPRETATION_GREY16 || thumb->Type == VIPS_INTERPRETATION_B_W;
+        rc = vips_colourspace(thumb, &eight,
+                              grey ? VIPS_INTERPRETATION_B_W : VIPS_INTERPRETATION_sRGB, NULL);
+        g_object_unref(thumb);
+        if (rc != 0) {
+            fail(r, PM_ERR_DECODE, 0, take_vips_error());
+            return -1;
+        }
+        thumb = eight;
+    }
     s->decoded = vips_image_copy_memory(thumb);
     g_object_unref(thumb);
     r->ev.decodes = 1;
@@ -498,33 +510,99 @@ static int decode_once(const pm__process_ctx *ctx, job_state *s, pm__result *r)
     return 0;
 }
 
-/* Output dimensions for a box, decided by pixmill rather than by whichever libvips path made
- * the image (one-stage and two-stage resampling round differently): fit inside, only shrink,
- * round to nearest, at least 1 pixel. */
-static void target_dims(const pm_size *box, int sw, int sh, int *tw, int *th)
+/* What fit=cover keeps of a resized image. */
+static int crop_to(VipsImage *in, VipsImage **out, int w, int h, pm_crop crop)
 {
-    double sx = box->width && box->width < VIPS_MAX_COORD ? (double)box->width / sw : 1.0;
-    double sy = box->height && box->height < VIPS_MAX_COORD ? (double)box->height / sh : 1.0;
-    double scale = MIN(1.0, MIN(sx, sy));
-    *tw = MAX(1, (int)(sw * scale + 0.5));
-    *th = MAX(1, (int)(sh * scale + 0.5));
+    if (crop == PM_CROP_ATTENTION || crop == PM_CROP_ENTROPY)
+        return vips_smartcrop(in, out, w, h, "interesting",
+                              crop == PM_CROP_ATTENTION ? VIPS_INTERESTING_ATTENTION
+                                                        : VIPS_INTERESTING_ENTROPY,
+                              NULL);
+    int dx = in->Xsize - w, dy = in->Ysize - h;
+    int left = dx / 2, top = dy / 2;
+    switch (crop) {
+    case PM_CROP_NORTH:
+        top = 0;
+        break;
+    case PM_CROP_SOUTH:
+        top = dy;
+        break;
+    case PM_CROP_EAST:
+        left = dx;
+        break;
+    case PM_CROP_WEST:
+        left = 0;
+        break;
+    case PM_CROP_NORTHEAST:
+        top = 0, left = dx;
+        break;
+    case PM_CROP_NORTHWEST:
+        top = 0, left = 0;
+        break;
+    case PM_CROP_SOUTHEAST:
+        top = dy, left = dx;
+        break;
+    case PM_CROP_SOUTHWEST:
+        top = dy, left = 0;
+        break;
+    default:
+        break;
+    }
+    return vips_extract_area(in, out, left, top, w, h, NULL);
 }
 
-/* The image for one size, derived from the one decode (already upright: never rotate again):
- * the decode itself when it already has the size, else a Lanczos3 reduction to exactly it. */
-static VipsImage *image_for_size(const pm_options *o, job_state *s, int size_index)
+static int format_has_alpha(pm_format f)
 {
-    int tw, th;
-    target_dims(&o->sizes[size_index], s->upright_w, s->upright_h, &tw, &th);
-    if (s->decoded->Xsize == tw && s->decoded->Ysize == th) {
-        g_object_ref(s->decoded);
-        return s->decoded;
+    return f != PM_FORMAT_JPEG;
+}
+
+/* fit=contain: centre the image on a canvas of the background colour (transparent where the
+ * colour is and the format can carry alpha). */
+static int pad_to(VipsImage *in, VipsImage **out, int w, int h, const unsigned char bg[4],
+                  pm_format format)
+{
+    VipsImage *src = in, *tmp = NULL;
+    g_object_ref(src);
+    if (!vips_image_hasalpha(src) && bg[3] < 255 && format_has_alpha(format)) {
+        if (vips_addalpha(src, &tmp, NULL) != 0) {
+            g_object_unref(src);
+            return -1;
+        }
+        g_object_unref(src);
+        src = tmp;
     }
-    VipsImage *out = NULL;
-    if (vips_thumbnail_image(s->decoded, &out, tw, "height", th, "size", VIPS_SIZE_FORCE,
-                             "no_rotate", TRUE, NULL) != 0)
+    int n = vips_image_hasalpha(src) ? 4 : 3;
+    VipsArrayDouble *background =
+        vips_array_double_newv(n, (double)bg[0], (double)bg[1], (double)bg[2], (double)bg[3]);
+    int rc = vips_gravity(src, out, VIPS_COMPASS_DIRECTION_CENTRE, w, h, "extend",
+                          VIPS_EXTEND_BACKGROUND, "background", background, NULL);
+    vips_area_unref(VIPS_AREA(background));
+    g_object_unref(src);
+    return rc;
+}
+
+/* The image for one size x format, derived from the one decode (already upright: never rotate
+ * again): resized to the geometry pixmill computed (the decode itself when it already has
+ * that size), then cropped or padded. */
+static VipsImage *image_for(const pm_options *o, job_state *s, int size_index, pm_format format)
+{
+    pm_geometry g;
+    geometry_for(o, s, size_index, &g);
+    VipsImage *img = NULL, *t = NULL;
+    if (s->decoded->Xsize == g.resize_width && s->decoded->Ysize == g.resize_height) {
+        img = s->decoded;
+        g_object_ref(img);
+    } else if (vips_thumbnail_image(s->decoded, &img, g.resize_width, "height", g.resize_height,
+                                    "size", VIPS_SIZE_FORCE, "no_rotate", TRUE, NULL) != 0) {
         return NULL;
-    return out;
+    }
+    if (g.width == g.resize_width && g.height == g.resize_height)
+        return img;
+    int rc = (g.width <= g.resize_width && g.height <= g.resize_height)
+                 ? crop_to(img, &t, g.width, g.height, o->crop)
+                 : pad_to(img, &t, g.width, g.height, o->background, format);
+    g_object_unref(img);
+    return rc == 0 ? t : NULL;
 }
 
 static void collect(const pm__process_ctx *ctx, const pm__job *job, job_state *s, pm__result *r)
@@ -592,19 +670,17 @@ void pm__process_job(const pm__process_ctx *ctx, const pm__job *job, pm__result 
     }
     if (refuse_existing(ctx, &s, &st) == 0 || decode_once(ctx, &s, r) != 0)
         goto out;
-    for (int i = 0; i < o->n_sizes; i++) {
-        VipsImage *img = NULL;
-        for (int k = 0; k < s.n; k++) {
-            variant *v = &s.v[k];
-            if (v->size_index != i || v->out.status != PM_OK)
-                continue;
-            if (!img && !(img = image_for_size(o, &s, i))) {
-                fail_output(v, PM_ERR_ENCODE, 0, take_vips_error());
-                continue;
-            }
-            write_variant(ctx, &s, v, img);
+    for (int k = 0; k < s.n; k++) {
+        variant *v = &s.v[k];
+        if (v->out.status != PM_OK)
+            continue;
+        VipsImage *img = image_for(o, &s, v->size_index, v->format);
+        if (!img) {
+            fail_output(v, PM_ERR_ENCODE, 0, take_vips_error());
+            continue;
         }
-        VIPS_UNREF(img);
+        write_variant(ctx, &s, v, img);
+        g_object_unref(img);
     }
 out:
     collect(ctx, job, &s, r);

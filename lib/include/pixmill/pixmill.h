@@ -87,20 +87,80 @@ typedef enum pm_fail_on {
 
 PM_EXTERN int pm_fail_on_parse(const char *text, pm_fail_on *out);
 
-/* A bounding box. 0 on an axis leaves that axis free (but never both).
- * Images are only ever shrunk to fit, never enlarged. */
+/* How an image meets a box (sharp's meanings). */
+typedef enum pm_fit {
+    PM_FIT_DEFAULT = 0, /* in a pm_size: use pm_options.fit */
+    PM_FIT_INSIDE,      /* within the box, aspect kept (the default) */
+    PM_FIT_COVER,       /* covers the box, aspect kept, overflow cropped (pm_options.crop) */
+    PM_FIT_CONTAIN,     /* within the box, then padded to it with pm_options.background */
+    PM_FIT_FILL,        /* exactly the box, aspect ignored ("WxH!") */
+    PM_FIT_OUTSIDE      /* covers the box, aspect kept, nothing cropped ("WxH^") */
+} pm_fit;
+#define PM_FIT_LAST PM_FIT_OUTSIDE
+
+/* Whether a size may shrink or enlarge the source. */
+typedef enum pm_enlarge {
+    PM_ENLARGE_NEVER = 0, /* only shrink ("WxH>", the default for boxes and areas) */
+    PM_ENLARGE_ONLY,      /* only enlarge ("WxH<"): larger sources are left as they are */
+    PM_ENLARGE_ALLOW      /* both ("N%") */
+} pm_enlarge;
+
+/* Which part of an image fit=cover keeps. */
+typedef enum pm_crop {
+    PM_CROP_CENTRE = 0,
+    PM_CROP_NORTH,
+    PM_CROP_SOUTH,
+    PM_CROP_EAST,
+    PM_CROP_WEST,
+    PM_CROP_NORTHEAST,
+    PM_CROP_NORTHWEST,
+    PM_CROP_SOUTHEAST,
+    PM_CROP_SOUTHWEST,
+    PM_CROP_ATTENTION, /* libvips' smartcrop: most interesting region */
+    PM_CROP_ENTROPY
+} pm_crop;
+#define PM_CROP_LAST PM_CROP_ENTROPY
+
+/* One requested size: a box, a percentage or a pixel area. */
 typedef struct pm_size {
-    int width;
+    int width;          /* box; 0 leaves an axis free (never both, for a box) */
     int height;
+    int percent;        /* "N%": scale by N/100, 1..1000; the box is unused */
+    uint64_t area;      /* "N@": at most N pixels, aspect kept; the box is unused */
+    pm_fit fit;         /* set by a modifier ('!' FILL, '^' OUTSIDE), else DEFAULT */
+    pm_enlarge enlarge; /* set by '>' and '<'; "N%" allows both */
 } pm_size;
 
 #define PM_SIZE_MAX 100000
 
-/* Parses "N" (NxN box), "WxH", "Wx", "xH". Each number 1..PM_SIZE_MAX. Thread-safe. */
+/* Parses "N" (NxN box), "WxH", "Wx", "xH", each number 1..PM_SIZE_MAX, optionally followed by
+ * one modifier: '>' only shrink (the default), '<' only enlarge, '!' exactly the box, '^' cover
+ * the box; or "N%" (1..1000) or "N@" (a pixel area). *out is written only on success.
+ * Thread-safe. */
 PM_EXTERN int pm_size_parse(const char *text, pm_size *out);
-/* The label a size gives output names when there are several: "N" for NxN and Nx, "xH", "WxH".
- * Writes at most n bytes (NUL included). Thread-safe. */
+/* The label a size gives output names when there are several: "N" for NxN and Nx, "xH", "WxH",
+ * "Npct", "Npx". Modifiers do not change it. Writes at most n bytes (NUL included). */
 PM_EXTERN void pm_size_label(const pm_size *size, char *buf, size_t n);
+
+/* Where a size takes a source of src_w x src_h (after EXIF orientation): it is resized to
+ * resize_width x resize_height, then cropped (cover) or padded (contain) to width x height. */
+typedef struct pm_geometry {
+    int resize_width, resize_height;
+    int width, height;
+} pm_geometry;
+
+/* fit is used where the size has none of its own (PM_FIT_DEFAULT means INSIDE); auto_swap turns
+ * a box to match the source's orientation (a 1280x720 box takes a portrait photo as 720x1280).
+ * Scales round to nearest; every dimension is at least 1. Thread-safe. */
+PM_EXTERN void pm_geometry_compute(const pm_size *size, pm_fit fit, int auto_swap, int src_w,
+                                   int src_h, pm_geometry *out);
+
+/* "inside", "cover", "contain", "fill", "outside"; and crop gravities "centre" ("center"),
+ * "north", ..., "southwest", "attention", "entropy". Thread-safe. */
+PM_EXTERN int pm_fit_parse(const char *text, pm_fit *out);
+PM_EXTERN int pm_crop_parse(const char *text, pm_crop *out);
+/* "#rgb", "#rrggbb", "#rrggbbaa", "white", "black", "transparent" into RGBA. Thread-safe. */
+PM_EXTERN int pm_color_parse(const char *text, unsigned char rgba[4]);
 
 #define PM_MAX_SIZES 16
 #define PM_MAX_FORMATS 8
@@ -119,6 +179,11 @@ typedef struct pm_options {
     int quality;                       /* 1..100; 0 = the format's default */
     int jobs;                          /* worker threads; 0 = usable cores */
     int queue_capacity;                /* bounded queue size; 0 = auto */
+    pm_fit fit;                        /* for sizes without a modifier; default INSIDE */
+    pm_crop crop;                      /* what fit=cover keeps; default CENTRE */
+    unsigned char background[4];       /* RGBA: JPEG flattening, fit=contain padding */
+    int auto_swap;                     /* turn boxes to the source's orientation */
+    int no_rotate;                     /* ignore EXIF orientation */
     uint64_t max_pixels;               /* width x height x pages cap; 0 = no cap */
     pm_fail_on fail_on;                /* decoder strictness */
     int include_hidden;                /* walk dot files and dot folders */
