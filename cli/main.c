@@ -46,6 +46,12 @@ static const char usage_text[] =
     "      --auto-swap         turn the box to the photo's orientation (1280x720 takes a\n"
     "                          portrait photo as 720x1280)\n"
     "      --no-rotate         ignore EXIF orientation (default: upright, tag dropped)\n"
+    "      --profile=P         srgb (default: convert through the embedded profile), p3\n"
+    "                          (convert and attach Display P3), keep (the source's own space\n"
+    "                          and profile), or an ICC file to convert to and attach\n"
+    "      --intent=I          relative (default), perceptual, saturation, absolute\n"
+    "      --keep=LIST         metadata to keep: none (default), icc, exif, xmp, all, or a\n"
+    "                          list like icc,exif (EXIF orientation is rewritten to 1)\n"
     "  -j, --jobs=N            worker threads (default: usable cores)\n"
     "      --queue=N           bounded queue capacity (default: 4 x jobs, at least 16)\n"
     "      --max-pixels=N      refuse images whose width x height x pages exceed N, checked\n"
@@ -53,6 +59,8 @@ static const char usage_text[] =
     "      --fail-on=LEVEL     none, truncated, error (default) or warning: how strict the\n"
     "                          decoder is; a file that fails gets no output\n"
     "      --hidden            also walk dot files and dot folders\n"
+    "      --allow=FORMAT      open an untrusted format's loader (blocked by default): svg,\n"
+    "                          pdf, magick, jp2k, jxl, ppm, fits, openexr, ... Repeatable\n"
     "      --files-from=FILE   read input paths from FILE ('-' for stdin), one per line;\n"
     "                          the listed path is mirrored under DIR\n"
     "  -0, --null              paths in --files-from are separated by NUL, not newline\n"
@@ -252,6 +260,10 @@ int main(int argc, char **argv)
         {"background", required_argument, NULL, 'b' + 256},
         {"auto-swap", no_argument, NULL, 'a' + 256},
         {"no-rotate", no_argument, NULL, 'r' + 256},
+        {"profile", required_argument, NULL, 'p' + 256},
+        {"intent", required_argument, NULL, 'i' + 256},
+        {"keep", required_argument, NULL, 'k' + 256},
+        {"allow", required_argument, NULL, 'A' + 256},
         {"files-from", required_argument, NULL, 'L' + 256},
         {"null", no_argument, NULL, '0'},
         {"quiet", no_argument, NULL, 'q'},
@@ -264,6 +276,8 @@ int main(int argc, char **argv)
     pm_options_init(&opts);
     cli c = {0, 0};
     int n_sizes = 0, n_formats = 0; /* the first -s / -f replaces the default */
+    const char *allow[16];
+    int n_allow = 0;
     const char *files_from[64];
     int n_files_from = 0;
     char delim = '\n';
@@ -347,6 +361,29 @@ int main(int argc, char **argv)
         case 'r' + 256:
             opts.no_rotate = 1;
             break;
+        case 'p' + 256:
+            if (pm_profile_parse(optarg, &opts.profile, &opts.profile_file) != PM_OK)
+                return usage_error("invalid profile '%s'", optarg);
+            if (opts.profile == PM_PROFILE_FILE && access(optarg, R_OK) != 0)
+                return usage_error("cannot read profile '%s'", optarg);
+            break;
+        case 'i' + 256:
+            if (pm_intent_parse(optarg, &opts.intent) != PM_OK)
+                return usage_error("invalid intent '%s' (want relative, perceptual, saturation, "
+                                   "absolute)",
+                                   optarg);
+            break;
+        case 'A' + 256:
+            if (n_allow == 16)
+                return usage_error("too many --allow");
+            allow[n_allow++] = optarg;
+            break;
+        case 'k' + 256:
+            if (pm_keep_parse(optarg, &opts.keep) != PM_OK)
+                return usage_error("invalid keep '%s' (want none, icc, exif, xmp, all, or a "
+                                   "comma-separated list)",
+                                   optarg);
+            break;
         case 'L' + 256:
             if (!*optarg)
                 return usage_error("empty --files-from");
@@ -398,6 +435,12 @@ int main(int argc, char **argv)
     if (pm_global_init(argv[0]) != PM_OK) {
         fputs("pixmill: libvips initialisation failed\n", stderr);
         return EXIT_FATAL;
+    }
+    for (int i = 0; i < n_allow; i++) {
+        if (pm_loader_allow(allow[i]) != PM_OK) {
+            pm_global_shutdown();
+            return usage_error("unknown or unavailable format for --allow: '%s'", allow[i]);
+        }
     }
     pm_batch *batch;
     int rc = pm_batch_create(&batch, &opts);

@@ -160,6 +160,34 @@ START_TEST(test_fit_crop_color_parse)
 }
 END_TEST
 
+START_TEST(test_keep_profile_intent_parse)
+{
+    unsigned keep = 99;
+    ck_assert_int_eq(pm_keep_parse("none", &keep), PM_OK);
+    ck_assert_uint_eq(keep, PM_KEEP_NONE);
+    ck_assert_int_eq(pm_keep_parse("icc,exif", &keep), PM_OK);
+    ck_assert_uint_eq(keep, PM_KEEP_ICC | PM_KEEP_EXIF);
+    ck_assert_int_eq(pm_keep_parse("all", &keep), PM_OK);
+    ck_assert_uint_eq(keep, PM_KEEP_ALL);
+    ck_assert_int_eq(pm_keep_parse("icc,", &keep), PM_ERR_USAGE);
+    ck_assert_int_eq(pm_keep_parse("gps", &keep), PM_ERR_USAGE);
+    ck_assert_int_eq(pm_keep_parse("", &keep), PM_ERR_USAGE);
+    pm_profile p;
+    const char *file = "x";
+    ck_assert_int_eq(pm_profile_parse("p3", &p, &file), PM_OK);
+    ck_assert_int_eq(p, PM_PROFILE_P3);
+    ck_assert_ptr_null(file);
+    ck_assert_int_eq(pm_profile_parse("/usr/share/color/icc/x.icc", &p, &file), PM_OK);
+    ck_assert_int_eq(p, PM_PROFILE_FILE);
+    ck_assert_str_eq(file, "/usr/share/color/icc/x.icc");
+    ck_assert_int_eq(pm_profile_parse("", &p, &file), PM_ERR_USAGE);
+    pm_intent i;
+    ck_assert_int_eq(pm_intent_parse("perceptual", &i), PM_OK);
+    ck_assert_int_eq(i, PM_INTENT_PERCEPTUAL);
+    ck_assert_int_eq(pm_intent_parse("vivid", &i), PM_ERR_USAGE);
+}
+END_TEST
+
 START_TEST(test_size_labels)
 {
     static const struct {
@@ -247,6 +275,7 @@ int main(void)
     tcase_add_test(tc, test_formats);
     tcase_add_loop_test(tc, test_geometry_table, 0, (int)(sizeof(geometry) / sizeof(geometry[0])));
     tcase_add_test(tc, test_fit_crop_color_parse);
+    tcase_add_test(tc, test_keep_profile_intent_parse);
     tcase_add_test(tc, test_size_labels);
     tcase_add_test(tc, test_variant_collisions_refused);
     tcase_add_test(tc, test_status_strings);

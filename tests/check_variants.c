@@ -7,6 +7,7 @@
 
 #include <check.h>
 #include <glib.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -678,6 +679,73 @@ START_TEST(test_jpeg_flattens_on_background)
 }
 END_TEST
 
+/* --profile: srgb converts (no profile needed), p3 and keep attach the profile the numbers are
+ * in; --keep carries EXIF (orientation rewritten to 1) and the ICC profile when asked. */
+START_TEST(test_profile_and_keep)
+{
+    char *p3 = pmt_path(in, "p3.png");
+    patch_in_profile(p3, "p3");
+    static const struct {
+        const char *profile;
+        double r, g, b;
+        int icc;
+    } want[] = {{"srgb", 200, 30, 30, 0}, {"p3", 184, 50, 41, 1}, {"keep", 184, 50, 41, 1}};
+    for (int i = 0; i < 3; i++) {
+        char *o = pmt_path(tmp, want[i].profile);
+        char *err;
+        ck_assert_int_eq(
+            run(&err, "-f", "png", "-s", "32", "--profile", want[i].profile, "-o", o, p3, NULL), 0);
+        free(err);
+        char *p = pmt_path(o, "p3.png");
+        double m[3];
+        mean_rgb(p, m);
+        ck_assert_msg(fabs(m[0] - want[i].r) < 3 && fabs(m[1] - want[i].g) < 3 &&
+                          fabs(m[2] - want[i].b) < 3,
+                      "--profile %s: %.1f %.1f %.1f", want[i].profile, m[0], m[1], m[2]);
+        ck_assert_int_eq(pmt_file_contains(p, "iCCP", 4), want[i].icc);
+        free(p), free(o);
+    }
+    char *src = sample("photos/places/castle-maintenon.jpg");
+    char *o = pmt_path(tmp, "kept");
+    char *err;
+    ck_assert_int_eq(run(&err, "-f", "jpeg", "-s", "100", "--keep", "icc,exif", "-o", o, src, NULL),
+                     0);
+    free(err);
+    char *p = pmt_path(o, "castle-maintenon.jpg");
+    ck_assert(pmt_file_contains(p, "NIKON", 5));
+    ck_assert(pmt_file_contains(p, "ICC_PROFILE", 11));
+    VipsImage *im = vips_image_new_from_file(p, NULL);
+    int orientation = 0;
+    ck_assert_ptr_nonnull(im);
+    vips_image_get_int(im, VIPS_META_ORIENTATION, &orientation);
+    ck_assert_int_eq(orientation, 1);
+    g_object_unref(im);
+    free(p), free(o), free(src), free(p3);
+}
+END_TEST
+
+/* An SVG named .jpg goes to the (untrusted) SVG loader: blocked unless --allow=svg. */
+START_TEST(test_allow_unblocks_one_loader)
+{
+    char *svg = pmt_path(in, "logo.jpg");
+    const char *text = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"40\" height=\"20\">"
+                       "<rect width=\"40\" height=\"20\" fill=\"red\"/></svg>";
+    ck_assert_int_eq(pmt_write_file(svg, text, strlen(text)), 0);
+    char *err;
+    ck_assert_int_eq(run(&err, "-f", "png", "-o", out, in, NULL), 1);
+    ck_assert_msg(strstr(err, "blocked"), "%s", err);
+    free(err);
+    ck_assert_int_eq(run(&err, "--allow", "svg", "-f", "png", "-o", out, in, NULL), 0);
+    free(err);
+    char *p = pmt_path(out, "logo.png");
+    int w, h, c;
+    ck_assert_int_eq(pmt_png_decode(p, &w, &h, &c), 0);
+    ck_assert(w == 40 && h == 20);
+    ck_assert_int_eq(run(&err, "--allow", "bogus", "-o", out, in, NULL), 2);
+    free(err), free(p), free(svg);
+}
+END_TEST
+
 START_TEST(test_camera_metadata_never_in_outputs)
 {
     char *src = sample("photos/places/castle-maintenon.jpg"); /* Nikon EXIF + ICC profile */
@@ -717,6 +785,8 @@ int main(void)
     tcase_add_test(tc, test_fit_modes_through_the_binary);
     tcase_add_test(tc, test_no_rotate_and_auto_swap);
     tcase_add_test(tc, test_jpeg_flattens_on_background);
+    tcase_add_test(tc, test_profile_and_keep);
+    tcase_add_test(tc, test_allow_unblocks_one_loader);
     tcase_add_test(tc, test_camera_metadata_never_in_outputs);
     suite_add_tcase(s, tc);
     return pmt_run_suite(s);

@@ -25,6 +25,7 @@ typedef struct input {
 struct pm_batch {
     pm_options opts;
     char *output_dir;
+    char *profile_file;
     GArray *inputs; /* of input; fixed once run starts */
     int ran;
     int cancel; /* atomic */
@@ -73,6 +74,9 @@ int pm_batch_create(pm_batch **out, const pm_options *opts)
         return PM_ERR_USAGE;
     if ((unsigned)opts->fit > PM_FIT_LAST || (unsigned)opts->crop > PM_CROP_LAST)
         return PM_ERR_USAGE;
+    if ((unsigned)opts->profile > PM_PROFILE_FILE || (unsigned)opts->intent > PM_INTENT_ABSOLUTE ||
+        (opts->profile == PM_PROFILE_FILE && (!opts->profile_file || !*opts->profile_file)))
+        return PM_ERR_USAGE;
     if ((unsigned)opts->fail_on > PM_FAIL_ON_WARNING)
         return PM_ERR_USAGE;
     pm_batch *b = calloc(1, sizeof(*b));
@@ -84,6 +88,8 @@ int pm_batch_create(pm_batch **out, const pm_options *opts)
     while (n > 1 && b->output_dir[n - 1] == '/')
         b->output_dir[--n] = '\0';
     b->opts.output_dir = b->output_dir;
+    b->profile_file = g_strdup(opts->profile == PM_PROFILE_FILE ? opts->profile_file : NULL);
+    b->opts.profile_file = b->profile_file;
     b->inputs = g_array_new(FALSE, TRUE, sizeof(input));
     *out = b;
     return PM_OK;
@@ -135,6 +141,7 @@ void pm_batch_destroy(pm_batch *batch)
     pm__queue_destroy(batch->events);
     pm__queue_destroy(batch->jobs);
     g_free(batch->output_dir);
+    g_free(batch->profile_file);
     free(batch);
 }
 

@@ -349,6 +349,63 @@ int pm_color_parse(const char *text, unsigned char rgba[4])
     return PM_OK;
 }
 
+int pm_keep_parse(const char *text, unsigned *out)
+{
+    static const struct {
+        const char *name;
+        unsigned bits;
+    } names[] = {{"none", PM_KEEP_NONE}, {"icc", PM_KEEP_ICC}, {"exif", PM_KEEP_EXIF},
+                 {"xmp", PM_KEEP_XMP},   {"all", PM_KEEP_ALL}};
+    if (!text || !*text)
+        return PM_ERR_USAGE;
+    unsigned bits = 0;
+    gchar **parts = g_strsplit(text, ",", -1);
+    int rc = PM_OK;
+    for (int i = 0; parts[i] && rc == PM_OK; i++) {
+        size_t k = 0;
+        while (k < G_N_ELEMENTS(names) && strcmp(parts[i], names[k].name) != 0)
+            k++;
+        if (k == G_N_ELEMENTS(names))
+            rc = PM_ERR_USAGE;
+        else
+            bits |= names[k].bits;
+    }
+    g_strfreev(parts);
+    if (rc == PM_OK)
+        *out = bits;
+    return rc;
+}
+
+int pm_profile_parse(const char *text, pm_profile *out, const char **file)
+{
+    if (!text || !*text)
+        return PM_ERR_USAGE;
+    *file = NULL;
+    if (strcmp(text, "srgb") == 0)
+        *out = PM_PROFILE_SRGB;
+    else if (strcmp(text, "p3") == 0)
+        *out = PM_PROFILE_P3;
+    else if (strcmp(text, "keep") == 0)
+        *out = PM_PROFILE_KEEP;
+    else {
+        *out = PM_PROFILE_FILE;
+        *file = text;
+    }
+    return PM_OK;
+}
+
+int pm_intent_parse(const char *text, pm_intent *out)
+{
+    static const char *const names[] = {"relative", "perceptual", "saturation", "absolute"};
+    for (int i = 0; text && i < 4; i++) {
+        if (strcmp(text, names[i]) == 0) {
+            *out = (pm_intent)i;
+            return PM_OK;
+        }
+    }
+    return PM_ERR_USAGE;
+}
+
 void pm_options_init(pm_options *opts)
 {
     memset(opts, 0, sizeof(*opts));

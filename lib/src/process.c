@@ -43,6 +43,38 @@ int pm__vips_init(const char *argv0)
     return PM_OK;
 }
 
+int pm_loader_allow(const char *format)
+{
+    static const struct {
+        const char *name, *klass;
+    } map[] = {{"svg", "VipsForeignLoadSvg"},
+               {"pdf", "VipsForeignLoadPdf"},
+               {"magick", "VipsForeignLoadMagick"},
+               {"jp2k", "VipsForeignLoadJp2k"},
+               {"jxl", "VipsForeignLoadJxl"},
+               {"ppm", "VipsForeignLoadPpm"},
+               {"fits", "VipsForeignLoadFits"},
+               {"openexr", "VipsForeignLoadOpenexr"},
+               {"openslide", "VipsForeignLoadOpenslide"},
+               {"mat", "VipsForeignLoadMat"},
+               {"rad", "VipsForeignLoadRad"},
+               {"analyze", "VipsForeignLoadAnalyze"},
+               {"csv", "VipsForeignLoadCsv"},
+               {"matrix", "VipsForeignLoadMatrix"},
+               {"raw", "VipsForeignLoadRaw"},
+               {"vips", "VipsForeignLoadVips"}};
+    for (size_t i = 0; format && i < G_N_ELEMENTS(map); i++) {
+        if (strcmp(format, map[i].name) != 0)
+            continue;
+        /* A name libvips does not know is ignored silently by vips_operation_block_set: check */
+        if (!g_type_from_name(map[i].klass))
+            return PM_ERR_USAGE;
+        vips_operation_block_set(map[i].klass, FALSE);
+        return PM_OK;
+    }
+    return PM_ERR_USAGE;
+}
+
 void pm__vips_shutdown(void)
 {
     vips_shutdown();
@@ -126,66 +158,68 @@ static pm_format format_for_loader(const char *nickname, VipsImage *header)
     return PM_FORMAT_PNG;
 }
 
-static int save(VipsImage *image, VipsTarget *target, pm_format format, int quality)
+static int save(VipsImage *image, VipsTarget *target, pm_format format, int quality, int strip)
 {
     switch (format) {
     case PM_FORMAT_JPEG:
-        return vips_jpegsave_target(image, target, "Q", quality ? quality : 80, "strip", TRUE,
+        return vips_jpegsave_target(image, target, "Q", quality ? quality : 80, "strip", strip,
                                     "optimize_coding", TRUE, NULL);
     case PM_FORMAT_WEBP:
-        return vips_webpsave_target(image, target, "Q", quality ? quality : 80, "strip", TRUE,
+        return vips_webpsave_target(image, target, "Q", quality ? quality : 80, "strip", strip,
                                     NULL);
     case PM_FORMAT_AVIF:
         return vips_heifsave_target(image, target, "Q", quality ? quality : 50, "compression",
-                                    VIPS_FOREIGN_HEIF_COMPRESSION_AV1, "strip", TRUE, NULL);
+                                    VIPS_FOREIGN_HEIF_COMPRESSION_AV1, "strip", strip, NULL);
     case PM_FORMAT_HEIF:
         return vips_heifsave_target(image, target, "Q", quality ? quality : 50, "compression",
-                                    VIPS_FOREIGN_HEIF_COMPRESSION_HEVC, "strip", TRUE, NULL);
+                                    VIPS_FOREIGN_HEIF_COMPRESSION_HEVC, "strip", strip, NULL);
     case PM_FORMAT_GIF:
-        return vips_gifsave_target(image, target, "strip", TRUE, NULL);
+        return vips_gifsave_target(image, target, "strip", strip, NULL);
     case PM_FORMAT_TIFF:
         return vips_tiffsave_target(image, target, "compression",
-                                    VIPS_FOREIGN_TIFF_COMPRESSION_DEFLATE, "strip", TRUE, NULL);
+                                    VIPS_FOREIGN_TIFF_COMPRESSION_DEFLATE, "strip", strip, NULL);
     case PM_FORMAT_PNG:
     default:
-        return vips_pngsave_target(image, target, "strip", TRUE, NULL);
+        return vips_pngsave_target(image, target, "strip", strip, NULL);
     }
 }
 
 /* Metadata goes before any saver sees the image: "strip" is not enough, since webpsave in
  * libvips 8.14.1 ignores it and wrote the camera's EXIF and ICC profile into every WebP, and
- * rebuilds an EXIF block from the exif-* fields even without the exif-data blob. The image is
- * already upright, so the orientation field goes too. */
-static int is_metadata_field(const char *name)
+ * rebuilds an EXIF block from the exif-* fields even without the exif-data blob. */
+/* Which metadata bits a field belongs to; 0 for a field that is not metadata. */
+static unsigned metadata_kind(const char *name)
 {
-    static const char *const fields[] = {VIPS_META_EXIF_NAME,      VIPS_META_ICC_NAME,
-                                         VIPS_META_XMP_NAME,       VIPS_META_IPTC_NAME,
-                                         VIPS_META_PHOTOSHOP_NAME, VIPS_META_ORIENTATION};
-    for (size_t i = 0; i < G_N_ELEMENTS(fields); i++)
-        if (strcmp(name, fields[i]) == 0)
-            return 1;
-    return g_str_has_prefix(name, "exif-");
+    if (strcmp(name, VIPS_META_ICC_NAME) == 0)
+        return PM_KEEP_ICC;
+    if (strcmp(name, VIPS_META_EXIF_NAME) == 0 || g_str_has_prefix(name, "exif-") ||
+        strcmp(name, VIPS_META_ORIENTATION) == 0)
+        return PM_KEEP_EXIF;
+    if (strcmp(name, VIPS_META_XMP_NAME) == 0)
+        return PM_KEEP_XMP;
+    if (strcmp(name, VIPS_META_IPTC_NAME) == 0 || strcmp(name, VIPS_META_PHOTOSHOP_NAME) == 0)
+        return PM_KEEP_ALL & ~(PM_KEEP_ICC | PM_KEEP_EXIF | PM_KEEP_XMP);
+    return 0;
 }
 
-static int drop_metadata(VipsImage **image)
+/* Keep only the metadata asked for. The orientation field goes, or becomes 1 with kept EXIF:
+ * the pixels are already upright. */
+static int drop_metadata(VipsImage **image, unsigned keep)
 {
-    gchar **names = vips_image_get_fields(*image);
-    int any = 0;
-    for (int i = 0; names[i] && !any; i++)
-        any = is_metadata_field(names[i]);
-    if (any) {
-        VipsImage *copy = NULL;
-        if (vips_copy(*image, &copy, NULL) != 0) {
-            g_strfreev(names);
-            return -1;
-        }
-        for (int i = 0; names[i]; i++)
-            if (is_metadata_field(names[i]))
-                vips_image_remove(copy, names[i]);
-        g_object_unref(*image);
-        *image = copy;
+    VipsImage *copy = NULL;
+    if (vips_copy(*image, &copy, NULL) != 0)
+        return -1;
+    gchar **names = vips_image_get_fields(copy);
+    for (int i = 0; names[i]; i++) {
+        unsigned kind = metadata_kind(names[i]);
+        if (kind && !(kind & keep))
+            vips_image_remove(copy, names[i]);
     }
     g_strfreev(names);
+    if (keep & PM_KEEP_EXIF)
+        vips_image_set_int(copy, VIPS_META_ORIENTATION, 1);
+    g_object_unref(*image);
+    *image = copy;
     return 0;
 }
 
@@ -318,8 +352,10 @@ static void write_variant(const pm__process_ctx *ctx, job_state *s, variant *v, 
     g_object_ref(img);
     pm__temp temp = {.fd = -1};
     VipsTarget *target = NULL;
+    /* Outputs not in plain sRGB need their profile to be read right. */
+    unsigned keep = ctx->opts->keep | (ctx->opts->profile != PM_PROFILE_SRGB ? PM_KEEP_ICC : 0);
     if (flatten_if_needed(&img, v->format, ctx->opts->background) != 0 ||
-        drop_metadata(&img) != 0) {
+        drop_metadata(&img, keep) != 0) {
         fail_output(v, PM_ERR_ENCODE, 0, take_vips_error());
         goto out;
     }
@@ -329,7 +365,7 @@ static void write_variant(const pm__process_ctx *ctx, job_state *s, variant *v, 
         goto out;
     }
     target = vips_target_new_to_descriptor(temp.fd); /* dups the descriptor */
-    if (!target || save(img, target, v->format, ctx->opts->quality) != 0) {
+    if (!target || save(img, target, v->format, ctx->opts->quality, keep == PM_KEEP_NONE) != 0) {
         fail_output(v, PM_ERR_ENCODE, 0, take_vips_error());
         goto out;
     }
@@ -469,25 +505,42 @@ static int decode_once(const pm__process_ctx *ctx, job_state *s, pm__result *r)
     /* fail_on is ignored by vips_thumbnail_source() itself (libvips #5195): pass it to the
      * loader through the option string. */
     /* export_profile: an embedded profile (Display P3, Adobe RGB, CMYK) is used to convert to
-     * sRGB. Without it libvips 8.14 only relabels the numbers, and since outputs carry no
-     * profile a P3 photo came out desaturated: 200,30,30 red became 184,50,41. It costs about
-     * 15 ms an image even with no profile to apply, so only when one is embedded. */
+     * the output space. Without it libvips 8.14 only relabels the numbers, and since sRGB
+     * outputs carry no profile a P3 photo came out desaturated: 200,30,30 red became 184,50,41.
+     * It costs about 15 ms an image even with no profile to apply, so for sRGB output only when
+     * one is embedded. */
+    const char *export_profile = NULL;
+    switch (o->profile) {
+    case PM_PROFILE_SRGB:
+        export_profile = s->has_profile ? "srgb" : NULL;
+        break;
+    case PM_PROFILE_P3:
+        export_profile = "p3";
+        break;
+    case PM_PROFILE_FILE:
+        export_profile = o->profile_file;
+        break;
+    case PM_PROFILE_KEEP:
+        break;
+    }
+    static const VipsIntent intents[] = {VIPS_INTENT_RELATIVE, VIPS_INTENT_PERCEPTUAL,
+                                         VIPS_INTENT_SATURATION, VIPS_INTENT_ABSOLUTE};
     int rc;
-    if (s->has_profile)
+    if (export_profile)
         rc = vips_thumbnail_source(s->source, &thumb, width, "height", height, "size",
-                                   VIPS_SIZE_FORCE, "no_rotate", o->no_rotate, "export_profile",
-                                   "srgb", "option_string", fail_on_string(o->fail_on), NULL);
+                                   VIPS_SIZE_FORCE, "no_rotate", o->no_rotate, "intent",
+                                   intents[o->intent], "export_profile", export_profile,
+                                   "option_string", fail_on_string(o->fail_on), NULL);
     else
         rc = vips_thumbnail_source(s->source, &thumb, width, "height", height, "size",
-                                   VIPS_SIZE_FORCE, "no_rotate", o->no_rotate, "option_string",
-                                   fail_on_string(o->fail_on), NULL);
+                                   VIPS_SIZE_FORCE, "no_rotate", o->no_rotate, "intent",
+                                   intents[o->intent], "option_string", fail_on_string(o->fail_on),
+                                   NULL);
     if (rc != 0) {
         fail(r, PM_ERR_DECODE, 0, take_vips_error());
         return -1;
     }
-    /* Decode now, into memory (at most the largest output): decoding is lazy, so otherwise a
-     * truncated source would fail only inside a saver, and each output would decode again. */
-    if (vips_image_get_format(thumb) != VIPS_FORMAT_UCHAR) { /* outputs are 8-bit sRGB */
+    if (vips_image_get_format(thumb) != VIPS_FORMAT_UCHAR) { /* outputs are 8-bit */
         VipsImage *eight = NULL;
         int grey =
             thumb->Type == VIPS_INTERPRETATION_GREY16 || thumb->Type == VIPS_INTERPRETATION_B_W;
@@ -500,6 +553,8 @@ static int decode_once(const pm__process_ctx *ctx, job_state *s, pm__result *r)
         }
         thumb = eight;
     }
+    /* Decode now, into memory (at most the largest output): decoding is lazy, so otherwise a
+     * truncated source would fail only inside a saver, and each output would decode again. */
     s->decoded = vips_image_copy_memory(thumb);
     g_object_unref(thumb);
     r->ev.decodes = 1;

@@ -123,7 +123,7 @@ typedef enum pm_crop {
 
 /* One requested size: a box, a percentage or a pixel area. */
 typedef struct pm_size {
-    int width;          /* box; 0 leaves an axis free (never both, for a box) */
+    int width; /* box; 0 leaves an axis free (never both, for a box) */
     int height;
     int percent;        /* "N%": scale by N/100, 1..1000; the box is unused */
     uint64_t area;      /* "N@": at most N pixels, aspect kept; the box is unused */
@@ -162,6 +162,34 @@ PM_EXTERN int pm_crop_parse(const char *text, pm_crop *out);
 /* "#rgb", "#rrggbb", "#rrggbbaa", "white", "black", "transparent" into RGBA. Thread-safe. */
 PM_EXTERN int pm_color_parse(const char *text, unsigned char rgba[4]);
 
+/* Metadata to carry into outputs (bit set). */
+#define PM_KEEP_NONE 0u
+#define PM_KEEP_ICC 1u  /* the output's colour profile */
+#define PM_KEEP_EXIF 2u /* camera EXIF (orientation rewritten to 1: the pixels are upright) */
+#define PM_KEEP_XMP 4u
+#define PM_KEEP_ALL 0xFFu /* also IPTC and Photoshop blocks */
+/* "none", "icc", "exif", "xmp", "all", or a comma-separated list. Thread-safe. */
+PM_EXTERN int pm_keep_parse(const char *text, unsigned *out);
+
+/* The colour space outputs are written in. */
+typedef enum pm_profile {
+    PM_PROFILE_SRGB = 0, /* convert through the embedded profile to sRGB (default) */
+    PM_PROFILE_P3,       /* convert to Display P3 and attach it */
+    PM_PROFILE_KEEP,     /* leave the pixels in the source's space and attach its profile */
+    PM_PROFILE_FILE      /* convert to pm_options.profile_file and attach it */
+} pm_profile;
+
+typedef enum pm_intent {
+    PM_INTENT_RELATIVE = 0, /* default */
+    PM_INTENT_PERCEPTUAL,
+    PM_INTENT_SATURATION,
+    PM_INTENT_ABSOLUTE
+} pm_intent;
+/* "srgb", "p3", "keep", or a path (PM_PROFILE_FILE, *file set to text); and intents
+ * "relative", "perceptual", "saturation", "absolute". Thread-safe. */
+PM_EXTERN int pm_profile_parse(const char *text, pm_profile *out, const char **file);
+PM_EXTERN int pm_intent_parse(const char *text, pm_intent *out);
+
 #define PM_MAX_SIZES 16
 #define PM_MAX_FORMATS 8
 
@@ -183,6 +211,10 @@ typedef struct pm_options {
     pm_crop crop;                      /* what fit=cover keeps; default CENTRE */
     unsigned char background[4];       /* RGBA: JPEG flattening, fit=contain padding */
     int auto_swap;                     /* turn boxes to the source's orientation */
+    unsigned keep;                     /* PM_KEEP_* bits; default NONE */
+    pm_profile profile;                /* output colour space; default SRGB */
+    const char *profile_file;          /* ICC file for PM_PROFILE_FILE; copied at create */
+    pm_intent intent;                  /* rendering intent of conversions */
     int no_rotate;                     /* ignore EXIF orientation */
     uint64_t max_pixels;               /* width x height x pages cap; 0 = no cap */
     pm_fail_on fail_on;                /* decoder strictness */
@@ -196,6 +228,12 @@ PM_EXTERN void pm_options_init(pm_options *opts);
  * Starts libvips with its own concurrency at 1, the operation cache off and untrusted
  * loaders blocked. Returns PM_OK or PM_ERR_INIT. */
 PM_EXTERN int pm_global_init(const char *argv0);
+/* Unblocks one untrusted loader for the whole process: "svg", "pdf", "magick", "jp2k", "jxl",
+ * "ppm", "fits", "openexr", "openslide", "mat", "rad", "analyze", "csv", "matrix", "raw",
+ * "vips". After pm_global_init, before any batch runs; not thread-safe. PM_ERR_USAGE for a
+ * name that is not one of those or that this libvips lacks. */
+PM_EXTERN int pm_loader_allow(const char *format);
+
 /* After every batch is destroyed, from the main thread. */
 PM_EXTERN void pm_global_shutdown(void);
 
