@@ -37,6 +37,12 @@ static const char usage_text[] =
     "  -f, --format=FORMAT     jpeg, png, webp, avif, heif, gif, tiff, or same (default: the\n"
     "                          source's own format, PNG where it cannot be written). Repeatable\n"
     "  -Q, --quality=N         JPEG/WebP quality 1..100 (default 80); AVIF/HEIF (default 50)\n"
+    "      --effort=N          1 (fastest) .. 10 (smallest files) for WebP, AVIF, HEIC, and\n"
+    "                          PNG/GIF palettes (default: each format's own)\n"
+    "      --lossless          lossless WebP, AVIF and HEIC\n"
+    "      --progressive       progressive JPEG, interlaced PNG and GIF\n"
+    "      --subsample=MODE    chroma subsampling: auto (default), on, off\n"
+    "      --palette           PNG quantised to an 8-bit palette (much smaller, lossy)\n"
     "      --fit=MODE          inside (default), cover (crop to the box), contain (pad to the\n"
     "                          box), fill (stretch to the box), outside (cover, no crop)\n"
     "      --crop=GRAVITY      what cover keeps: centre (default), north, south, east, west,\n"
@@ -264,6 +270,11 @@ int main(int argc, char **argv)
         {"intent", required_argument, NULL, 'i' + 256},
         {"keep", required_argument, NULL, 'k' + 256},
         {"allow", required_argument, NULL, 'A' + 256},
+        {"effort", required_argument, NULL, 'e' + 256},
+        {"lossless", no_argument, NULL, 'l' + 256},
+        {"progressive", no_argument, NULL, 'P' + 256},
+        {"subsample", required_argument, NULL, 's' + 256},
+        {"palette", no_argument, NULL, 'T' + 256},
         {"files-from", required_argument, NULL, 'L' + 256},
         {"null", no_argument, NULL, '0'},
         {"quiet", no_argument, NULL, 'q'},
@@ -372,6 +383,24 @@ int main(int argc, char **argv)
                 return usage_error("invalid intent '%s' (want relative, perceptual, saturation, "
                                    "absolute)",
                                    optarg);
+            break;
+        case 'e' + 256:
+            if (parse_long(optarg, 1, 10, &v))
+                return usage_error("invalid effort '%s' (want 1..10)", optarg);
+            opts.effort = (int)v;
+            break;
+        case 'l' + 256:
+            opts.lossless = 1;
+            break;
+        case 'P' + 256:
+            opts.progressive = 1;
+            break;
+        case 's' + 256:
+            if (pm_subsample_parse(optarg, &opts.subsample) != PM_OK)
+                return usage_error("invalid subsample '%s' (want auto, on, off)", optarg);
+            break;
+        case 'T' + 256:
+            opts.palette = 1;
             break;
         case 'A' + 256:
             if (n_allow == 16)

@@ -181,6 +181,10 @@ START_TEST(test_keep_profile_intent_parse)
     ck_assert_int_eq(p, PM_PROFILE_FILE);
     ck_assert_str_eq(file, "/usr/share/color/icc/x.icc");
     ck_assert_int_eq(pm_profile_parse("", &p, &file), PM_ERR_USAGE);
+    pm_subsample sub;
+    ck_assert_int_eq(pm_subsample_parse("off", &sub), PM_OK);
+    ck_assert_int_eq(sub, PM_SUBSAMPLE_OFF);
+    ck_assert_int_eq(pm_subsample_parse("444", &sub), PM_ERR_USAGE);
     pm_intent i;
     ck_assert_int_eq(pm_intent_parse("perceptual", &i), PM_OK);
     ck_assert_int_eq(i, PM_INTENT_PERCEPTUAL);

@@ -746,6 +746,57 @@ START_TEST(test_allow_unblocks_one_loader)
 }
 END_TEST
 
+/* Encoder options, read back from the files by other decoders and from the bytes. */
+START_TEST(test_encoder_options)
+{
+    char *src = sample("photos/places/castle-maintenon.jpg");
+    char *plain = pmt_path(tmp, "plain"), *tuned = pmt_path(tmp, "tuned");
+    char *err;
+    ck_assert_int_eq(
+        run(&err, "-s", "200", "-f", "jpeg", "-f", "png", "-f", "webp", "-o", plain, src, NULL), 0);
+    free(err);
+    ck_assert_int_eq(run(&err, "-s", "200", "-f", "jpeg", "-f", "png", "-f", "webp",
+                         "--progressive", "--palette", "--lossless", "--subsample", "off",
+                         "--effort", "10", "-o", tuned, src, NULL),
+                     0);
+    free(err);
+    int prog, hs, vs;
+    char *p = pmt_path(plain, "castle-maintenon.jpg");
+    ck_assert_int_eq(pmt_jpeg_header(p, &prog, &hs, &vs), 0);
+    ck_assert(!prog && hs == 2 && vs == 2); /* baseline, 4:2:0 at Q80 */
+    free(p);
+    p = pmt_path(tuned, "castle-maintenon.jpg");
+    ck_assert_int_eq(pmt_jpeg_header(p, &prog, &hs, &vs), 0);
+    ck_assert(prog && hs == 1 && vs == 1); /* progressive, 4:4:4 */
+    int w, h, c;
+    ck_assert_int_eq(pmt_jpeg_decode(p, &w, &h, &c, NULL), 0);
+    free(p);
+    size_t n;
+    p = pmt_path(plain, "castle-maintenon.png");
+    unsigned char *d = (unsigned char *)pmt_read_file(p, &n);
+    ck_assert(n > 28 && d[25] == 2 && d[28] == 0); /* IHDR: truecolour, not interlaced */
+    free(d), free(p);
+    p = pmt_path(tuned, "castle-maintenon.png");
+    d = (unsigned char *)pmt_read_file(p, &n);
+    ck_assert(n > 28 && d[25] == 3 && d[28] == 1); /* palette, Adam7 */
+    free(d);
+    ck_assert_int_eq(pmt_png_decode(p, &w, &h, &c), 0);
+    free(p);
+    p = pmt_path(plain, "castle-maintenon.webp");
+    ck_assert(pmt_file_contains(p, "VP8 ", 4) && !pmt_file_contains(p, "VP8L", 4));
+    free(p);
+    p = pmt_path(tuned, "castle-maintenon.webp");
+    ck_assert(pmt_file_contains(p, "VP8L", 4)); /* lossless bitstream */
+    ck_assert_int_eq(pmt_webp_decode(p, &w, &h, &c), 0);
+    free(p);
+    ck_assert_int_eq(run(&err, "--effort", "11", "-o", tuned, src, NULL), 2);
+    free(err);
+    ck_assert_int_eq(run(&err, "--subsample", "maybe", "-o", tuned, src, NULL), 2);
+    free(err);
+    free(plain), free(tuned), free(src);
+}
+END_TEST
+
 START_TEST(test_camera_metadata_never_in_outputs)
 {
     char *src = sample("photos/places/castle-maintenon.jpg"); /* Nikon EXIF + ICC profile */
@@ -787,6 +838,7 @@ int main(void)
     tcase_add_test(tc, test_jpeg_flattens_on_background);
     tcase_add_test(tc, test_profile_and_keep);
     tcase_add_test(tc, test_allow_unblocks_one_loader);
+    tcase_add_test(tc, test_encoder_options);
     tcase_add_test(tc, test_camera_metadata_never_in_outputs);
     suite_add_tcase(s, tc);
     return pmt_run_suite(s);

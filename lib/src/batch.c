@@ -74,6 +74,8 @@ int pm_batch_create(pm_batch **out, const pm_options *opts)
         return PM_ERR_USAGE;
     if ((unsigned)opts->fit > PM_FIT_LAST || (unsigned)opts->crop > PM_CROP_LAST)
         return PM_ERR_USAGE;
+    if (opts->effort < 0 || opts->effort > 10 || (unsigned)opts->subsample > PM_SUBSAMPLE_OFF)
+        return PM_ERR_USAGE;
     if ((unsigned)opts->profile > PM_PROFILE_FILE || (unsigned)opts->intent > PM_INTENT_ABSOLUTE ||
         (opts->profile == PM_PROFILE_FILE && (!opts->profile_file || !*opts->profile_file)))
         return PM_ERR_USAGE;

@@ -320,9 +320,8 @@ int pm_color_parse(const char *text, unsigned char rgba[4])
     static const struct {
         const char *name;
         unsigned char rgba[4];
-    } named[] = {{"white", {255, 255, 255, 255}},
-                 {"black", {0, 0, 0, 255}},
-                 {"transparent", {0, 0, 0, 0}}};
+    } named[] = {
+        {"white", {255, 255, 255, 255}}, {"black", {0, 0, 0, 255}}, {"transparent", {0, 0, 0, 0}}};
     if (!text)
         return PM_ERR_USAGE;
     for (size_t i = 0; i < sizeof(named) / sizeof(named[0]); i++) {
@@ -354,8 +353,11 @@ int pm_keep_parse(const char *text, unsigned *out)
     static const struct {
         const char *name;
         unsigned bits;
-    } names[] = {{"none", PM_KEEP_NONE}, {"icc", PM_KEEP_ICC}, {"exif", PM_KEEP_EXIF},
-                 {"xmp", PM_KEEP_XMP},   {"all", PM_KEEP_ALL}};
+    } names[] = {{"none", PM_KEEP_NONE},
+                 {"icc", PM_KEEP_ICC},
+                 {"exif", PM_KEEP_EXIF},
+                 {"xmp", PM_KEEP_XMP},
+                 {"all", PM_KEEP_ALL}};
     if (!text || !*text)
         return PM_ERR_USAGE;
     unsigned bits = 0;
@@ -392,6 +394,18 @@ int pm_profile_parse(const char *text, pm_profile *out, const char **file)
         *file = text;
     }
     return PM_OK;
+}
+
+int pm_subsample_parse(const char *text, pm_subsample *out)
+{
+    static const char *const names[] = {"auto", "on", "off"};
+    for (int i = 0; text && i < 3; i++) {
+        if (strcmp(text, names[i]) == 0) {
+            *out = (pm_subsample)i;
+            return PM_OK;
+        }
+    }
+    return PM_ERR_USAGE;
 }
 
 int pm_intent_parse(const char *text, pm_intent *out)

@@ -158,29 +158,49 @@ static pm_format format_for_loader(const char *nickname, VipsImage *header)
     return PM_FORMAT_PNG;
 }
 
-static int save(VipsImage *image, VipsTarget *target, pm_format format, int quality, int strip)
+/* --effort 1..10 onto a format's own range lo..hi; 0 keeps the format's default. */
+static int effort_for(int effort, int lo, int hi, int dflt)
 {
+    if (effort == 0)
+        return dflt;
+    return lo + (effort - 1) * (hi - lo) / 9;
+}
+
+static int save(VipsImage *image, VipsTarget *target, pm_format format, const pm_options *o,
+                int strip)
+{
+    static const VipsForeignSubsample subsample[] = {
+        VIPS_FOREIGN_SUBSAMPLE_AUTO, VIPS_FOREIGN_SUBSAMPLE_ON, VIPS_FOREIGN_SUBSAMPLE_OFF};
+    int q = o->quality;
     switch (format) {
     case PM_FORMAT_JPEG:
-        return vips_jpegsave_target(image, target, "Q", quality ? quality : 80, "strip", strip,
-                                    "optimize_coding", TRUE, NULL);
+        return vips_jpegsave_target(image, target, "Q", q ? q : 80, "strip", strip,
+                                    "optimize_coding", TRUE, "interlace", o->progressive,
+                                    "subsample_mode", subsample[o->subsample], NULL);
     case PM_FORMAT_WEBP:
-        return vips_webpsave_target(image, target, "Q", quality ? quality : 80, "strip", strip,
-                                    NULL);
+        return vips_webpsave_target(image, target, "Q", q ? q : 80, "strip", strip, "lossless",
+                                    o->lossless, "effort", effort_for(o->effort, 0, 6, 4),
+                                    "smart_subsample", o->subsample == PM_SUBSAMPLE_OFF, NULL);
     case PM_FORMAT_AVIF:
-        return vips_heifsave_target(image, target, "Q", quality ? quality : 50, "compression",
-                                    VIPS_FOREIGN_HEIF_COMPRESSION_AV1, "strip", strip, NULL);
     case PM_FORMAT_HEIF:
-        return vips_heifsave_target(image, target, "Q", quality ? quality : 50, "compression",
-                                    VIPS_FOREIGN_HEIF_COMPRESSION_HEVC, "strip", strip, NULL);
+        return vips_heifsave_target(image, target, "Q", q ? q : 50, "compression",
+                                    format == PM_FORMAT_AVIF ? VIPS_FOREIGN_HEIF_COMPRESSION_AV1
+                                                             : VIPS_FOREIGN_HEIF_COMPRESSION_HEVC,
+                                    "strip", strip, "lossless", o->lossless, "effort",
+                                    effort_for(o->effort, 0, 9, 4), "subsample_mode",
+                                    subsample[o->subsample], NULL);
     case PM_FORMAT_GIF:
-        return vips_gifsave_target(image, target, "strip", strip, NULL);
+        return vips_gifsave_target(image, target, "strip", strip, "effort",
+                                   effort_for(o->effort, 1, 10, 7), "interlace", o->progressive,
+                                   NULL);
     case PM_FORMAT_TIFF:
         return vips_tiffsave_target(image, target, "compression",
                                     VIPS_FOREIGN_TIFF_COMPRESSION_DEFLATE, "strip", strip, NULL);
     case PM_FORMAT_PNG:
     default:
-        return vips_pngsave_target(image, target, "strip", strip, NULL);
+        return vips_pngsave_target(image, target, "strip", strip, "interlace", o->progressive,
+                                   "palette", o->palette, "effort", effort_for(o->effort, 1, 10, 7),
+                                   NULL);
     }
 }
 
@@ -365,7 +385,7 @@ static void write_variant(const pm__process_ctx *ctx, job_state *s, variant *v, 
         goto out;
     }
     target = vips_target_new_to_descriptor(temp.fd); /* dups the descriptor */
-    if (!target || save(img, target, v->format, ctx->opts->quality, keep == PM_KEEP_NONE) != 0) {
+    if (!target || save(img, target, v->format, ctx->opts, keep == PM_KEEP_NONE) != 0) {
         fail_output(v, PM_ERR_ENCODE, 0, take_vips_error());
         goto out;
     }

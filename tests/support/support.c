@@ -233,6 +233,32 @@ int pmt_jpeg_decode(const char *path, int *w, int *h, int *channels, unsigned ch
     return warnings ? -1 : 0; /* a truncated file warns: count it as a failure */
 }
 
+int pmt_jpeg_header(const char *path, int *progressive, int *h_samp, int *v_samp)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return -1;
+    struct jpeg_decompress_struct cinfo;
+    struct jerr je;
+    cinfo.err = jpeg_std_error(&je.mgr);
+    je.mgr.error_exit = jerr_exit;
+    je.mgr.emit_message = jerr_emit;
+    if (setjmp(je.jb)) {
+        jpeg_destroy_decompress(&cinfo);
+        fclose(f);
+        return -1;
+    }
+    jpeg_create_decompress(&cinfo);
+    jpeg_stdio_src(&cinfo, f);
+    jpeg_read_header(&cinfo, TRUE);
+    *progressive = cinfo.progressive_mode;
+    *h_samp = cinfo.comp_info[0].h_samp_factor;
+    *v_samp = cinfo.comp_info[0].v_samp_factor;
+    jpeg_destroy_decompress(&cinfo);
+    fclose(f);
+    return 0;
+}
+
 int pmt_webp_decode(const char *path, int *w, int *h, int *has_alpha)
 {
     size_t len;

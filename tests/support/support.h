@@ -27,6 +27,8 @@ void *pmt_encode_image(const char *suffix, int width, int height, int bands, siz
 /* Independent decoders: full decode; 0 on success with dimensions and channels set. */
 int pmt_png_decode(const char *path, int *w, int *h, int *channels);
 int pmt_jpeg_decode(const char *path, int *w, int *h, int *channels, unsigned char *corner_rgb);
+/* libjpeg's view of a JPEG header: progressive mode and the first component's sampling. */
+int pmt_jpeg_header(const char *path, int *progressive, int *h_samp, int *v_samp);
 int pmt_webp_decode(const char *path, int *w, int *h, int *has_alpha);
 int pmt_heif_decode(const char *path, int *w, int *h); /* AVIF and HEIC, through libheif */
 int pmt_tiff_decode(const char *path, int *w, int *h); /* through libtiff */

@@ -190,6 +190,15 @@ typedef enum pm_intent {
 PM_EXTERN int pm_profile_parse(const char *text, pm_profile *out, const char **file);
 PM_EXTERN int pm_intent_parse(const char *text, pm_intent *out);
 
+/* Chroma subsampling for JPEG, AVIF and HEIC. */
+typedef enum pm_subsample {
+    PM_SUBSAMPLE_AUTO = 0, /* 4:2:0 below quality 90, else 4:4:4 (libvips' rule) */
+    PM_SUBSAMPLE_ON,
+    PM_SUBSAMPLE_OFF
+} pm_subsample;
+/* "auto", "on", "off". Thread-safe. */
+PM_EXTERN int pm_subsample_parse(const char *text, pm_subsample *out);
+
 #define PM_MAX_SIZES 16
 #define PM_MAX_FORMATS 8
 
@@ -205,6 +214,11 @@ typedef struct pm_options {
     pm_format formats[PM_MAX_FORMATS]; /* output formats */
     int n_formats;                     /* 1..PM_MAX_FORMATS */
     int quality;                       /* 1..100; 0 = the format's default */
+    int effort;                        /* 1 (fastest)..10; 0 = each format's default */
+    int lossless;                      /* WebP, AVIF, HEIC lossless */
+    int progressive;                   /* progressive JPEG, interlaced PNG and GIF */
+    pm_subsample subsample;            /* chroma subsampling */
+    int palette;                       /* PNG quantised to an 8-bit palette */
     int jobs;                          /* worker threads; 0 = usable cores */
     int queue_capacity;                /* bounded queue size; 0 = auto */
     pm_fit fit;                        /* for sizes without a modifier; default INSIDE */
