@@ -43,6 +43,8 @@ static const char usage_text[] =
     "      --progressive       progressive JPEG, interlaced PNG and GIF\n"
     "      --subsample=MODE    chroma subsampling: auto (default), on, off\n"
     "      --palette           PNG quantised to an 8-bit palette (much smaller, lossy)\n"
+    "      --animated          keep every frame of animated sources in GIF and WebP outputs\n"
+    "                          (default: the first frame)\n"
     "      --fit=MODE          inside (default), cover (crop to the box), contain (pad to the\n"
     "                          box), fill (stretch to the box), outside (cover, no crop)\n"
     "      --crop=GRAVITY      what cover keeps: centre (default), north, south, east, west,\n"
@@ -275,6 +277,7 @@ int main(int argc, char **argv)
         {"progressive", no_argument, NULL, 'P' + 256},
         {"subsample", required_argument, NULL, 's' + 256},
         {"palette", no_argument, NULL, 'T' + 256},
+        {"animated", no_argument, NULL, 'N' + 256},
         {"files-from", required_argument, NULL, 'L' + 256},
         {"null", no_argument, NULL, '0'},
         {"quiet", no_argument, NULL, 'q'},
@@ -401,6 +404,9 @@ int main(int argc, char **argv)
             break;
         case 'T' + 256:
             opts.palette = 1;
+            break;
+        case 'N' + 256:
+            opts.animated = 1;
             break;
         case 'A' + 256:
             if (n_allow == 16)

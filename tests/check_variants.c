@@ -797,6 +797,85 @@ START_TEST(test_encoder_options)
 }
 END_TEST
 
+static int count_bytes(const char *path, const char *needle)
+{
+    size_t n, k = strlen(needle);
+    char *d = pmt_read_file(path, &n);
+    int count = 0;
+    for (char *p = d; p && (p = memmem(p, n - (size_t)(p - d), needle, k)); p += k)
+        count++;
+    free(d);
+    return count;
+}
+
+/* gifsicle --info prints "* FILE N images". */
+static int gif_frames(const char *path)
+{
+    const char *argv[] = {"/usr/bin/gifsicle", "--info", path, NULL};
+    char *o = NULL;
+    int frames = -1;
+    if (pmt_run((char *const *)argv, &o, NULL, NULL) == 0 && o) {
+        char *p = strstr(o, path);
+        if (p && sscanf(p + strlen(path), " %d image", &frames) != 1)
+            frames = -1;
+    }
+    free(o);
+    return frames;
+}
+
+START_TEST(test_animated_keeps_frames)
+{
+    /* three 60x40 frames, stacked as libvips keeps animations */
+    VipsImage *frames[3];
+    for (int i = 0; i < 3; i++) {
+        VipsImage *black, *lin;
+        double a[3] = {1, 1, 1}, c[3] = {80.0 * i, 255 - 80.0 * i, 128};
+        ck_assert_int_eq(vips_black(&black, 60, 40, "bands", 3, NULL), 0);
+        ck_assert_int_eq(vips_linear(black, &lin, a, c, 3, NULL), 0);
+        ck_assert_int_eq(vips_cast_uchar(lin, &frames[i], NULL), 0);
+        g_object_unref(lin), g_object_unref(black);
+    }
+    VipsImage *strip, *anim;
+    ck_assert_int_eq(vips_arrayjoin(frames, &strip, 3, "across", 1, NULL), 0);
+    ck_assert_int_eq(vips_copy(strip, &anim, NULL), 0);
+    vips_image_set_int(anim, "page-height", 40);
+    anim->Type = VIPS_INTERPRETATION_sRGB;
+    char *src = pmt_path(in, "anim.gif");
+    ck_assert_int_eq(vips_image_write_to_file(anim, src, NULL), 0);
+    g_object_unref(anim), g_object_unref(strip);
+    for (int i = 0; i < 3; i++)
+        g_object_unref(frames[i]);
+    ck_assert_int_eq(gif_frames(src), 3); /* fixture sanity, by gifsicle */
+
+    char *err;
+    ck_assert_int_eq(run(&err, "--animated", "-s", "30", "-f", "gif", "-f", "webp", "-f", "png",
+                         "-o", out, src, NULL),
+                     0);
+    free(err);
+    char *g = pmt_path(out, "anim.gif"), *w = pmt_path(out, "anim.webp"),
+         *p = pmt_path(out, "anim.png");
+    ck_assert_int_eq(gif_frames(g), 3);
+    int fw, fh;
+    ck_assert_int_eq(gif_size(g, &fw, &fh), 0);
+    ck_assert(fw == 30 && fh == 20); /* each frame resized, not the strip */
+    ck_assert_int_eq(count_bytes(w, "ANMF"), 3);
+    int c;
+    ck_assert_int_eq(pmt_png_decode(p, &fw, &fh, &c), 0);
+    ck_assert(fw == 30 && fh == 20); /* PNG: the first frame */
+    /* without --animated: the first frame only */
+    char *o2 = pmt_path(tmp, "still");
+    ck_assert_int_eq(run(&err, "-s", "30", "-f", "gif", "-o", o2, src, NULL), 0);
+    free(err);
+    char *g2 = pmt_path(o2, "anim.gif");
+    ck_assert_int_eq(gif_frames(g2), 1);
+    /* frames count toward the pixel cap: 60x40 x 3 = 7200 */
+    ck_assert_int_eq(run(&err, "--max-pixels", "5000", "-o", o2, src, NULL), 1);
+    ck_assert_msg(strstr(err, "pixel limit"), "%s", err);
+    free(err);
+    free(g), free(w), free(p), free(o2), free(g2), free(src);
+}
+END_TEST
+
 START_TEST(test_camera_metadata_never_in_outputs)
 {
     char *src = sample("photos/places/castle-maintenon.jpg"); /* Nikon EXIF + ICC profile */
@@ -839,6 +918,7 @@ int main(void)
     tcase_add_test(tc, test_profile_and_keep);
     tcase_add_test(tc, test_allow_unblocks_one_loader);
     tcase_add_test(tc, test_encoder_options);
+    tcase_add_test(tc, test_animated_keeps_frames);
     tcase_add_test(tc, test_camera_metadata_never_in_outputs);
     suite_add_tcase(s, tc);
     return pmt_run_suite(s);

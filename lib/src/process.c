@@ -279,6 +279,7 @@ typedef struct job_state {
     VipsImage *decoded;       /* the one decode, in memory, at the largest size needed */
     int upright_w, upright_h; /* source dimensions after EXIF orientation */
     int has_profile;          /* an ICC profile is embedded */
+    int pages;                /* frames or pages in the source */
     variant v[PM_MAX_SIZES * PM_MAX_FORMATS];
     int n;
 } job_state;
@@ -484,6 +485,7 @@ static int open_and_decode(const pm__process_ctx *ctx, const pm__job *job, job_s
     }
     uint64_t w = (uint64_t)s->header->Xsize, h = (uint64_t)s->header->Ysize;
     uint64_t pages = (uint64_t)vips_image_get_n_pages(s->header);
+    s->pages = (int)MIN(pages, (uint64_t)INT_MAX);
     r->ev.source_width = s->header->Xsize;
     r->ev.source_height = s->header->Ysize;
     if (o->max_pixels && (w * h > o->max_pixels / pages || w * h * pages > o->max_pixels)) {
@@ -506,6 +508,11 @@ static void geometry_for(const pm_options *o, const job_state *s, int size_index
     pm_geometry_compute(&o->sizes[size_index], o->fit, o->auto_swap, s->upright_w, s->upright_h, g);
 }
 
+static int is_animated_format(pm_format f)
+{
+    return f == PM_FORMAT_GIF || f == PM_FORMAT_WEBP;
+}
+
 static int decode_once(const pm__process_ctx *ctx, job_state *s, pm__result *r)
 {
     /* One decode at the largest scale any output needs, straight to exact dimensions
@@ -522,8 +529,14 @@ static int decode_once(const pm__process_ctx *ctx, job_state *s, pm__result *r)
     int width = MAX(1, (int)(s->upright_w * scale + 0.5));
     int height = MAX(1, (int)(s->upright_h * scale + 0.5));
     VipsImage *thumb = NULL;
+    /* Every frame only when an animated output wants them (the pixel cap counted them all). */
+    int all_pages = 0;
+    for (int k = 0; k < s->n && o->animated && s->pages > 1; k++)
+        all_pages |= is_animated_format(s->v[k].format);
     /* fail_on is ignored by vips_thumbnail_source() itself (libvips #5195): pass it to the
      * loader through the option string. */
+    char *load_options =
+        g_strdup_printf("%s%s", all_pages ? "n=-1," : "", fail_on_string(o->fail_on));
     /* export_profile: an embedded profile (Display P3, Adobe RGB, CMYK) is used to convert to
      * the output space. Without it libvips 8.14 only relabels the numbers, and since sRGB
      * outputs carry no profile a P3 photo came out desaturated: 200,30,30 red became 184,50,41.
@@ -550,12 +563,12 @@ static int decode_once(const pm__process_ctx *ctx, job_state *s, pm__result *r)
         rc = vips_thumbnail_source(s->source, &thumb, width, "height", height, "size",
                                    VIPS_SIZE_FORCE, "no_rotate", o->no_rotate, "intent",
                                    intents[o->intent], "export_profile", export_profile,
-                                   "option_string", fail_on_string(o->fail_on), NULL);
+                                   "option_string", load_options, NULL);
     else
         rc = vips_thumbnail_source(s->source, &thumb, width, "height", height, "size",
                                    VIPS_SIZE_FORCE, "no_rotate", o->no_rotate, "intent",
-                                   intents[o->intent], "option_string", fail_on_string(o->fail_on),
-                                   NULL);
+                                   intents[o->intent], "option_string", load_options, NULL);
+    g_free(load_options);
     if (rc != 0) {
         fail(r, PM_ERR_DECODE, 0, take_vips_error());
         return -1;
@@ -663,15 +676,32 @@ static VipsImage *image_for(const pm_options *o, job_state *s, int size_index, p
 {
     pm_geometry g;
     geometry_for(o, s, size_index, &g);
-    VipsImage *img = NULL, *t = NULL;
-    if (s->decoded->Xsize == g.resize_width && s->decoded->Ysize == g.resize_height) {
-        img = s->decoded;
-        g_object_ref(img);
-    } else if (vips_thumbnail_image(s->decoded, &img, g.resize_width, "height", g.resize_height,
-                                    "size", VIPS_SIZE_FORCE, "no_rotate", TRUE, NULL) != 0) {
-        return NULL;
+    VipsImage *base = s->decoded, *img = NULL, *t = NULL;
+    g_object_ref(base);
+    /* An animated decode is a strip of frames: GIF and WebP outputs keep them all (resized
+     * frame by frame through page-height); everything else, and any crop or pad, takes the
+     * first frame. */
+    int page_h = vips_image_get_page_height(base);
+    int crop_or_pad = g.width != g.resize_width || g.height != g.resize_height;
+    if (page_h < base->Ysize && (!is_animated_format(format) || crop_or_pad)) {
+        if (vips_crop(base, &t, 0, 0, base->Xsize, page_h, NULL) != 0) {
+            g_object_unref(base);
+            return NULL;
+        }
+        g_object_unref(base);
+        base = t;
+        page_h = base->Ysize;
     }
-    if (g.width == g.resize_width && g.height == g.resize_height)
+    if (base->Xsize == g.resize_width && page_h == g.resize_height) {
+        img = base;
+    } else {
+        int rc = vips_thumbnail_image(base, &img, g.resize_width, "height", g.resize_height, "size",
+                                      VIPS_SIZE_FORCE, "no_rotate", TRUE, NULL);
+        g_object_unref(base);
+        if (rc != 0)
+            return NULL;
+    }
+    if (!crop_or_pad)
         return img;
     int rc = (g.width <= g.resize_width && g.height <= g.resize_height)
                  ? crop_to(img, &t, g.width, g.height, o->crop)

@@ -219,6 +219,7 @@ typedef struct pm_options {
     int progressive;                   /* progressive JPEG, interlaced PNG and GIF */
     pm_subsample subsample;            /* chroma subsampling */
     int palette;                       /* PNG quantised to an 8-bit palette */
+    int animated;                      /* keep every frame in GIF and WebP outputs */
     int jobs;                          /* worker threads; 0 = usable cores */
     int queue_capacity;                /* bounded queue size; 0 = auto */
     pm_fit fit;                        /* for sizes without a modifier; default INSIDE */
