@@ -876,6 +876,63 @@ START_TEST(test_animated_keeps_frames)
 }
 END_TEST
 
+/* A 16-bit PNG comes out 8-bit with the same colours; a grey one stays grey. */
+START_TEST(test_sixteen_bit_to_eight)
+{
+    VipsImage *black, *lin, *u16;
+    double a[3] = {1, 1, 1}, c[3] = {200 * 257.0, 30 * 257.0, 30 * 257.0};
+    ck_assert_int_eq(vips_black(&black, 64, 48, "bands", 3, NULL), 0);
+    ck_assert_int_eq(vips_linear(black, &lin, a, c, 3, NULL), 0);
+    ck_assert_int_eq(vips_cast_ushort(lin, &u16, NULL), 0);
+    u16->Type = VIPS_INTERPRETATION_RGB16;
+    char *src = pmt_path(in, "deep.png");
+    ck_assert_int_eq(vips_image_write_to_file(u16, src, NULL), 0);
+    g_object_unref(u16), g_object_unref(lin), g_object_unref(black);
+    size_t n;
+    unsigned char *d = (unsigned char *)pmt_read_file(src, &n);
+    ck_assert_int_eq(d[24], 16); /* fixture: IHDR bit depth 16 */
+    free(d);
+    char *err;
+    ck_assert_int_eq(run(&err, "-f", "png", "-f", "jpeg", "-s", "32", "-o", out, src, NULL), 0);
+    free(err);
+    char *p = pmt_path(out, "deep.png");
+    d = (unsigned char *)pmt_read_file(p, &n);
+    ck_assert_int_eq(d[24], 8); /* 8-bit output */
+    free(d);
+    double m[3];
+    mean_rgb(p, m);
+    ck_assert_msg(fabs(m[0] - 200) < 2 && fabs(m[1] - 30) < 2 && fabs(m[2] - 30) < 2,
+                  "%.1f %.1f %.1f", m[0], m[1], m[2]);
+    free(p);
+    p = pmt_path(out, "deep.jpg");
+    int w, h, ch;
+    ck_assert_int_eq(pmt_jpeg_decode(p, &w, &h, &ch, NULL), 0);
+    free(p), free(src);
+}
+END_TEST
+
+/* The content decides the decoder and 'same' follows it: a PNG named .jpg becomes a .png. */
+START_TEST(test_content_decides_format)
+{
+    char *src = pmt_path(in, "really-png.jpg");
+    ck_assert_int_eq(pmt_write_image(src, 80, 60, 3), 0);
+    size_t n;
+    char *tmpname = pmt_path(tmp, "x.png");
+    ck_assert_int_eq(pmt_write_image(tmpname, 80, 60, 3), 0);
+    char *bytes = pmt_read_file(tmpname, &n);
+    ck_assert_int_eq(pmt_write_file(src, bytes, n), 0); /* PNG bytes under a .jpg name */
+    free(bytes), free(tmpname);
+    char *err;
+    ck_assert_int_eq(run(&err, "-s", "40", "-o", out, src, NULL), 0);
+    free(err);
+    char *p = pmt_path(out, "really-png.png");
+    int w, h, c;
+    ck_assert_int_eq(pmt_png_decode(p, &w, &h, &c), 0);
+    ck_assert(w == 40 && h == 30);
+    free(p), free(src);
+}
+END_TEST
+
 START_TEST(test_camera_metadata_never_in_outputs)
 {
     char *src = sample("photos/places/castle-maintenon.jpg"); /* Nikon EXIF + ICC profile */
@@ -919,6 +976,8 @@ int main(void)
     tcase_add_test(tc, test_allow_unblocks_one_loader);
     tcase_add_test(tc, test_encoder_options);
     tcase_add_test(tc, test_animated_keeps_frames);
+    tcase_add_test(tc, test_sixteen_bit_to_eight);
+    tcase_add_test(tc, test_content_decides_format);
     tcase_add_test(tc, test_camera_metadata_never_in_outputs);
     suite_add_tcase(s, tc);
     return pmt_run_suite(s);
