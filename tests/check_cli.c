@@ -46,27 +46,6 @@ static void image(const char *rel, int w, int h, int bands)
     free(p);
 }
 
-/* Runs pixmill with the given arguments (NULL-terminated). */
-static int run(char **err, const char *first, ...)
-{
-    const char *argv[64];
-    int n = 0;
-    argv[n++] = pmt_pixmill();
-    va_list ap;
-    va_start(ap, first);
-    for (const char *a = first; a && n < 63; a = va_arg(ap, const char *))
-        argv[n++] = a;
-    va_end(ap);
-    argv[n] = NULL;
-    char *e = NULL;
-    int rc = pmt_run((char *const *)argv, NULL, &e, NULL);
-    if (err)
-        *err = e;
-    else
-        free(e);
-    return rc;
-}
-
 /* The expected fit of w x h into a box (only shrinking), as libvips rounds. */
 static void check_fit(int w, int h, int bw, int bh, int got_w, int got_h)
 {
@@ -123,7 +102,7 @@ START_TEST(test_mixed_tree_same_format)
 {
     make_mixed_tree();
     char *err;
-    int rc = run(&err, "-s", "100", "-o", out, in, NULL);
+    int rc = pmt_pixmill_run(&err, "-s", "100", "-o", out, in, NULL);
     ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
     ck_assert_ptr_nonnull(strstr(err, "7 processed, 0 skipped, 0 failed"));
     expect_jpeg("a.jpg", 400, 300, 100, NULL);
@@ -147,7 +126,7 @@ START_TEST(test_to_png_checked_with_libpng)
 {
     make_mixed_tree();
     char *err;
-    int rc = run(&err, "-f", "png", "-s", "64x64", "-j", "2", "-o", out, in, NULL);
+    int rc = pmt_pixmill_run(&err, "-f", "png", "-s", "64x64", "-j", "2", "-o", out, in, NULL);
     ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
     expect_png("a.png", 400, 300, 64, 3);
     expect_png("b.png", 300, 400, 64, 3);
@@ -164,7 +143,7 @@ START_TEST(test_alpha_to_jpeg_flattened_on_white)
 {
     image("c-alpha.png", 200, 160, 4); /* left half fully transparent */
     char *err;
-    int rc = run(&err, "-f", "jpeg", "-s", "100", "-o", out, in, NULL);
+    int rc = pmt_pixmill_run(&err, "-f", "jpeg", "-s", "100", "-o", out, in, NULL);
     ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
     unsigned char corner[3];
     expect_jpeg("c-alpha.jpg", 200, 160, 100, corner);
@@ -178,19 +157,19 @@ START_TEST(test_size_forms)
 {
     image("wide.png", 800, 400, 3);
     char *err;
-    ck_assert_int_eq(run(&err, "-f", "png", "-s", "200x", "-o", out, in, NULL), 0);
+    ck_assert_int_eq(pmt_pixmill_run(&err, "-f", "png", "-s", "200x", "-o", out, in, NULL), 0);
     free(err);
     char *p = pmt_path(out, "wide.png");
     int w, h, c;
     ck_assert_int_eq(pmt_png_decode(p, &w, &h, &c), 0);
     ck_assert_int_eq(w, 200);
     ck_assert_int_eq(h, 100);
-    ck_assert_int_eq(run(&err, "-f", "png", "-s", "x50", "-o", out, in, NULL), 0);
+    ck_assert_int_eq(pmt_pixmill_run(&err, "-f", "png", "-s", "x50", "-o", out, in, NULL), 0);
     free(err);
     ck_assert_int_eq(pmt_png_decode(p, &w, &h, &c), 0);
     ck_assert_int_eq(w, 100);
     ck_assert_int_eq(h, 50);
-    ck_assert_int_eq(run(&err, "-f", "png", "-s", "300x20", "-o", out, in, NULL), 0);
+    ck_assert_int_eq(pmt_pixmill_run(&err, "-f", "png", "-s", "300x20", "-o", out, in, NULL), 0);
     free(err);
     ck_assert_int_eq(pmt_png_decode(p, &w, &h, &c), 0);
     ck_assert_int_eq(w, 40);
@@ -213,7 +192,7 @@ START_TEST(test_bad_files_fail_alone)
     char *empty = pmt_path(in, "zero.png");
     ck_assert_int_eq(pmt_write_file(empty, "", 0), 0);
     char *err;
-    int rc = run(&err, "-o", out, in, NULL);
+    int rc = pmt_pixmill_run(&err, "-o", out, in, NULL);
     ck_assert_int_eq(rc, 1);
     /* one line per failed file, naming it */
     ck_assert_msg(strstr(err, trunc) && strstr(err, "could not be decoded"), "%s", err);
@@ -240,7 +219,7 @@ START_TEST(test_hostile_name_printed_escaped)
     char *p = pmt_path(in, "line1\nline2-\xff.jpg");
     ck_assert_int_eq(pmt_write_file(p, "", 0), 0);
     char *err;
-    ck_assert_int_eq(run(&err, "-o", out, in, NULL), 1);
+    ck_assert_int_eq(pmt_pixmill_run(&err, "-o", out, in, NULL), 1);
     ck_assert_msg(strstr(err, "/line1\\nline2-\\xff.jpg: not a known image format"), "%s", err);
     ck_assert_ptr_null(strstr(err, "line1\n"));
     free(err);
@@ -265,7 +244,7 @@ START_TEST(test_truncated_fails_every_time)
     for (int r = 0; r < 5; r++) {
         for (int j = 0; j < 3; j++) {
             char *err;
-            int rc = run(&err, "-j", jobs[j], "-o", out, in, NULL);
+            int rc = pmt_pixmill_run(&err, "-j", jobs[j], "-o", out, in, NULL);
             ck_assert_msg(rc == 1, "run %d -j%s: exit %d: %s", r, jobs[j], rc, err);
             ck_assert_ptr_nonnull(strstr(err, "0 processed, 0 skipped, 2 failed"));
             free(err);
@@ -282,7 +261,7 @@ START_TEST(test_output_inside_input_not_reingested)
     char *thumbs = pmt_path(in, "thumbs");
     for (int i = 0; i < 2; i++) {
         char *err;
-        int rc = run(&err, "-o", thumbs, in, NULL);
+        int rc = pmt_pixmill_run(&err, "-o", thumbs, in, NULL);
         ck_assert_msg(rc == 0, "run %d: exit %d: %s", i, rc, err);
         ck_assert_msg(strstr(err, "2 processed"), "run %d: %s", i, err);
         free(err);
@@ -306,7 +285,7 @@ START_TEST(test_output_equal_to_input_refuses)
     pmt_write_file(ca, da, la);
     pmt_write_file(cb, db, lb);
     char *err;
-    int rc = run(&err, "-o", in, in, NULL);
+    int rc = pmt_pixmill_run(&err, "-o", in, in, NULL);
     ck_assert_int_eq(rc, 1);
     ck_assert_msg(strstr(err, "output would overwrite an input"), "%s", err);
     ck_assert_msg(strstr(err, a) && strstr(err, b), "%s", err);
@@ -320,7 +299,7 @@ START_TEST(test_output_equal_to_input_refuses)
     char *o2 = pmt_path(tmp, "o2");
     pmt_mkdirs(o2);
     ck_assert_int_eq(link(c, out_c), 0);
-    rc = run(&err, "-o", o2, c, NULL);
+    rc = pmt_pixmill_run(&err, "-o", o2, c, NULL);
     ck_assert_int_eq(rc, 1);
     ck_assert_msg(strstr(err, "output would overwrite an input"), "%s", err);
     free(err);
@@ -337,7 +316,7 @@ START_TEST(test_output_symlink_replaced_not_followed)
     char *link_path = pmt_path(out, "a.png");
     ck_assert_int_eq(symlink(victim, link_path), 0);
     char *err;
-    ck_assert_int_eq(run(&err, "-o", out, in, NULL), 0);
+    ck_assert_int_eq(pmt_pixmill_run(&err, "-o", out, in, NULL), 0);
     free(err);
     size_t len;
     char *v = pmt_read_file(victim, &len);
@@ -364,7 +343,7 @@ START_TEST(test_files_from_nul)
     pmt_write_file(list, s->str, s->len);
     g_string_free(s, TRUE);
     char *err;
-    int rc = run(&err, "--files-from", list, "-0", "-o", out, NULL);
+    int rc = pmt_pixmill_run(&err, "--files-from", list, "-0", "-o", out, NULL);
     ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
     free(err);
     char *rel = g_strdup_printf("%s/x/one.jpg", in + 1); /* listed paths are mirrored */
@@ -387,24 +366,24 @@ START_TEST(test_bad_options_exit_2_touch_nothing)
         char *err;
         int rc;
         if (bad[i][1])
-            rc = run(&err, bad[i][0], bad[i][1], "-o", out, in, NULL);
+            rc = pmt_pixmill_run(&err, bad[i][0], bad[i][1], "-o", out, in, NULL);
         else
-            rc = run(&err, bad[i][0], "-o", out, in, NULL);
+            rc = pmt_pixmill_run(&err, bad[i][0], "-o", out, in, NULL);
         ck_assert_msg(rc == 2, "%s %s: exit %d", bad[i][0], bad[i][1] ? bad[i][1] : "", rc);
         ck_assert_msg(strstr(err, "pixmill: "), "no message for %s", bad[i][0]);
         ck_assert_msg(access(out, F_OK) != 0, "%s created the output folder", bad[i][0]);
         free(err);
     }
     char *err;
-    ck_assert_int_eq(run(&err, in, NULL), 2); /* no -o */
+    ck_assert_int_eq(pmt_pixmill_run(&err, in, NULL), 2); /* no -o */
     ck_assert_ptr_nonnull(strstr(err, "-o"));
     free(err);
-    ck_assert_int_eq(run(&err, "-o", out, NULL), 2); /* no input */
+    ck_assert_int_eq(pmt_pixmill_run(&err, "-o", out, NULL), 2); /* no input */
     free(err);
     ck_assert_int_ne(access(out, F_OK), 0);
-    ck_assert_int_eq(run(&err, "--help", NULL), 0);
+    ck_assert_int_eq(pmt_pixmill_run(&err, "--help", NULL), 0);
     free(err);
-    ck_assert_int_eq(run(&err, "--version", NULL), 0);
+    ck_assert_int_eq(pmt_pixmill_run(&err, "--version", NULL), 0);
     free(err);
 }
 END_TEST
@@ -414,7 +393,7 @@ START_TEST(test_output_not_usable_exit_3)
     image("a.jpg", 100, 100, 3);
     char *file_as_dir = pmt_path(in, "a.jpg/out");
     char *err;
-    int rc = run(&err, "-o", file_as_dir, in, NULL);
+    int rc = pmt_pixmill_run(&err, "-o", file_as_dir, in, NULL);
     ck_assert_int_eq(rc, 3);
     ck_assert_msg(strstr(err, "output folder is not usable"), "%s", err);
     free(err);

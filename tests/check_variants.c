@@ -35,31 +35,6 @@ static void teardown(void)
     free(out);
 }
 
-static int run_argv(const char **argv, char **err)
-{
-    char *e = NULL;
-    int rc = pmt_run((char *const *)argv, NULL, &e, NULL);
-    if (err)
-        *err = e;
-    else
-        free(e);
-    return rc;
-}
-
-static int run(char **err, const char *first, ...)
-{
-    const char *argv[64];
-    int n = 0;
-    argv[n++] = pmt_pixmill();
-    va_list ap;
-    va_start(ap, first);
-    for (const char *a = first; a && n < 63; a = va_arg(ap, const char *))
-        argv[n++] = a;
-    va_end(ap);
-    argv[n] = NULL;
-    return run_argv(argv, err);
-}
-
 static char *sample(const char *rel)
 {
     const char *s = getenv("PM_SAMPLES");
@@ -84,8 +59,8 @@ START_TEST(test_every_format_decodes_independently)
     char *src = pmt_path(in, "g.png");
     ck_assert_int_eq(pmt_write_image(src, 400, 300, 3), 0);
     char *err;
-    int rc = run(&err, "-s", "100", "-f", "jpeg", "-f", "png", "-f", "webp", "-f", "avif", "-f",
-                 "heif", "-f", "gif", "-f", "tiff", "-o", out, src, NULL);
+    int rc = pmt_pixmill_run(&err, "-s", "100", "-f", "jpeg", "-f", "png", "-f", "webp", "-f",
+                             "avif", "-f", "heif", "-f", "gif", "-f", "tiff", "-o", out, src, NULL);
     ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
     free(err);
     int w, h, c, a;
@@ -129,8 +104,8 @@ START_TEST(test_sizes_times_formats_named_and_sized)
     char *src = pmt_path(in, "wide.jpg");
     ck_assert_int_eq(pmt_write_image(src, 800, 400, 3), 0);
     char *err;
-    int rc = run(&err, "-s", "200", "-s", "100x", "-s", "x40", "-s", "90x30", "-f", "png", "-f",
-                 "webp", "-o", out, in, NULL);
+    int rc = pmt_pixmill_run(&err, "-s", "200", "-s", "100x", "-s", "x40", "-s", "90x30", "-f",
+                             "png", "-f", "webp", "-o", out, in, NULL);
     ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
     ck_assert_msg(strstr(err, "1 processed, 0 skipped, 0 failed, 8 outputs"), "%s", err);
     free(err);
@@ -155,13 +130,13 @@ START_TEST(test_sizes_times_formats_named_and_sized)
     ck_assert_int_eq(pmt_count_files(out, "wide"), 8);
     /* same + jpeg on a JPEG source is one output, made once */
     char *out2 = pmt_path(tmp, "o2");
-    rc = run(&err, "-f", "same", "-f", "jpeg", "-o", out2, src, NULL);
+    rc = pmt_pixmill_run(&err, "-f", "same", "-f", "jpeg", "-o", out2, src, NULL);
     ck_assert_msg(rc == 0 && strstr(err, "1 processed, 0 skipped, 0 failed,"), "%s", err);
     ck_assert_int_eq(pmt_count_files(out2, "."), 1);
     free(err);
     /* two sizes that name one file: usage error, nothing made */
     char *out3 = pmt_path(tmp, "o3");
-    ck_assert_int_eq(run(&err, "-s", "320", "-s", "320x", "-o", out3, src, NULL), 2);
+    ck_assert_int_eq(pmt_pixmill_run(&err, "-s", "320", "-s", "320x", "-o", out3, src, NULL), 2);
     ck_assert_int_ne(access(out3, F_OK), 0);
     free(err);
     free(out2), free(out3), free(src);
@@ -268,7 +243,7 @@ static long long read_bytes_for(const char *src, const char *outdir, const char 
         g_free(opts);
     }
     char *err;
-    int rc = run_argv(argv, &err);
+    int rc = pmt_run_argv(argv, &err);
     ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
     free(err);
     long long bytes = traced_file_read_bytes(log, "noise.jpg");
@@ -339,13 +314,15 @@ START_TEST(test_derived_sizes_match_separate_path)
     char *src = sample("photos/places/castle-maintenon.jpg");
     char *both = pmt_path(tmp, "both");
     char *err;
-    ck_assert_int_eq(
-        run(&err, "-f", "png", "-s", "600", "-s", "240", "-s", "96", "-o", both, src, NULL), 0);
+    ck_assert_int_eq(pmt_pixmill_run(&err, "-f", "png", "-s", "600", "-s", "240", "-s", "96", "-o",
+                                     both, src, NULL),
+                     0);
     free(err);
     const char *sizes[] = {"240", "96"};
     for (int i = 0; i < 2; i++) {
         char *alone = pmt_path(tmp, sizes[i]);
-        ck_assert_int_eq(run(&err, "-f", "png", "-s", sizes[i], "-o", alone, src, NULL), 0);
+        ck_assert_int_eq(pmt_pixmill_run(&err, "-f", "png", "-s", sizes[i], "-o", alone, src, NULL),
+                         0);
         free(err);
         char name[64];
         snprintf(name, sizeof(name), "castle-maintenon-%s.png", sizes[i]);
@@ -433,7 +410,8 @@ START_TEST(test_exif_orientation_upright_at_every_size)
     g_object_unref(u);
     char *err;
     /* two sizes: the derived one must not be rotated a second time */
-    ck_assert_int_eq(run(&err, "-f", "png", "-s", "120", "-s", "60", "-o", out, in, NULL), 0);
+    ck_assert_int_eq(
+        pmt_pixmill_run(&err, "-f", "png", "-s", "120", "-s", "60", "-o", out, in, NULL), 0);
     free(err);
     const char *sizes[] = {"120", "60"};
     for (int k = 0; k < 2; k++) {
@@ -504,7 +482,7 @@ START_TEST(test_wide_gamut_and_cmyk_come_out_srgb)
     ck_assert_int_eq(check->Bands, 4); /* a real CMYK JPEG */
     g_object_unref(check);
     char *err;
-    ck_assert_int_eq(run(&err, "-f", "png", "-s", "32", "-o", out, in, NULL), 0);
+    ck_assert_int_eq(pmt_pixmill_run(&err, "-f", "png", "-s", "32", "-o", out, in, NULL), 0);
     free(err);
     static const struct {
         const char *name;
@@ -550,7 +528,7 @@ static char *run_one(const char *src, const char *name, const char *const *args)
     argv[n++] = src;
     argv[n] = NULL;
     char *err;
-    int rc = run_argv(argv, &err);
+    int rc = pmt_run_argv(argv, &err);
     ck_assert_msg(rc == 0, "%s: exit %d: %s", name, rc, err);
     free(err);
     char *p = pmt_path(o, "g.png");
@@ -666,8 +644,9 @@ START_TEST(test_jpeg_flattens_on_background)
     ck_assert_int_eq(pmt_write_image(src, 200, 160, 4), 0); /* left half transparent */
     char *o = pmt_path(tmp, "black");
     char *err;
-    ck_assert_int_eq(
-        run(&err, "-f", "jpeg", "-s", "100", "--background", "#000000", "-o", o, src, NULL), 0);
+    ck_assert_int_eq(pmt_pixmill_run(&err, "-f", "jpeg", "-s", "100", "--background", "#000000",
+                                     "-o", o, src, NULL),
+                     0);
     free(err);
     char *p = pmt_path(o, "g.jpg");
     int w, h, c;
@@ -693,8 +672,9 @@ START_TEST(test_profile_and_keep)
     for (int i = 0; i < 3; i++) {
         char *o = pmt_path(tmp, want[i].profile);
         char *err;
-        ck_assert_int_eq(
-            run(&err, "-f", "png", "-s", "32", "--profile", want[i].profile, "-o", o, p3, NULL), 0);
+        ck_assert_int_eq(pmt_pixmill_run(&err, "-f", "png", "-s", "32", "--profile",
+                                         want[i].profile, "-o", o, p3, NULL),
+                         0);
         free(err);
         char *p = pmt_path(o, "p3.png");
         double m[3];
@@ -708,8 +688,9 @@ START_TEST(test_profile_and_keep)
     char *src = sample("photos/places/castle-maintenon.jpg");
     char *o = pmt_path(tmp, "kept");
     char *err;
-    ck_assert_int_eq(run(&err, "-f", "jpeg", "-s", "100", "--keep", "icc,exif", "-o", o, src, NULL),
-                     0);
+    ck_assert_int_eq(
+        pmt_pixmill_run(&err, "-f", "jpeg", "-s", "100", "--keep", "icc,exif", "-o", o, src, NULL),
+        0);
     free(err);
     char *p = pmt_path(o, "castle-maintenon.jpg");
     ck_assert(pmt_file_contains(p, "NIKON", 5));
@@ -732,16 +713,16 @@ START_TEST(test_allow_unblocks_one_loader)
                        "<rect width=\"40\" height=\"20\" fill=\"red\"/></svg>";
     ck_assert_int_eq(pmt_write_file(svg, text, strlen(text)), 0);
     char *err;
-    ck_assert_int_eq(run(&err, "-f", "png", "-o", out, in, NULL), 1);
+    ck_assert_int_eq(pmt_pixmill_run(&err, "-f", "png", "-o", out, in, NULL), 1);
     ck_assert_msg(strstr(err, "blocked"), "%s", err);
     free(err);
-    ck_assert_int_eq(run(&err, "--allow", "svg", "-f", "png", "-o", out, in, NULL), 0);
+    ck_assert_int_eq(pmt_pixmill_run(&err, "--allow", "svg", "-f", "png", "-o", out, in, NULL), 0);
     free(err);
     char *p = pmt_path(out, "logo.png");
     int w, h, c;
     ck_assert_int_eq(pmt_png_decode(p, &w, &h, &c), 0);
     ck_assert(w == 40 && h == 20);
-    ck_assert_int_eq(run(&err, "--allow", "bogus", "-o", out, in, NULL), 2);
+    ck_assert_int_eq(pmt_pixmill_run(&err, "--allow", "bogus", "-o", out, in, NULL), 2);
     free(err), free(p), free(svg);
 }
 END_TEST
@@ -752,12 +733,13 @@ START_TEST(test_encoder_options)
     char *src = sample("photos/places/castle-maintenon.jpg");
     char *plain = pmt_path(tmp, "plain"), *tuned = pmt_path(tmp, "tuned");
     char *err;
-    ck_assert_int_eq(
-        run(&err, "-s", "200", "-f", "jpeg", "-f", "png", "-f", "webp", "-o", plain, src, NULL), 0);
+    ck_assert_int_eq(pmt_pixmill_run(&err, "-s", "200", "-f", "jpeg", "-f", "png", "-f", "webp",
+                                     "-o", plain, src, NULL),
+                     0);
     free(err);
-    ck_assert_int_eq(run(&err, "-s", "200", "-f", "jpeg", "-f", "png", "-f", "webp",
-                         "--progressive", "--palette", "--lossless", "--subsample", "off",
-                         "--effort", "10", "-o", tuned, src, NULL),
+    ck_assert_int_eq(pmt_pixmill_run(&err, "-s", "200", "-f", "jpeg", "-f", "png", "-f", "webp",
+                                     "--progressive", "--palette", "--lossless", "--subsample",
+                                     "off", "--effort", "10", "-o", tuned, src, NULL),
                      0);
     free(err);
     int prog, hs, vs;
@@ -789,9 +771,9 @@ START_TEST(test_encoder_options)
     ck_assert(pmt_file_contains(p, "VP8L", 4)); /* lossless bitstream */
     ck_assert_int_eq(pmt_webp_decode(p, &w, &h, &c), 0);
     free(p);
-    ck_assert_int_eq(run(&err, "--effort", "11", "-o", tuned, src, NULL), 2);
+    ck_assert_int_eq(pmt_pixmill_run(&err, "--effort", "11", "-o", tuned, src, NULL), 2);
     free(err);
-    ck_assert_int_eq(run(&err, "--subsample", "maybe", "-o", tuned, src, NULL), 2);
+    ck_assert_int_eq(pmt_pixmill_run(&err, "--subsample", "maybe", "-o", tuned, src, NULL), 2);
     free(err);
     free(plain), free(tuned), free(src);
 }
@@ -848,8 +830,8 @@ START_TEST(test_animated_keeps_frames)
     ck_assert_int_eq(gif_frames(src), 3); /* fixture sanity, by gifsicle */
 
     char *err;
-    ck_assert_int_eq(run(&err, "--animated", "-s", "30", "-f", "gif", "-f", "webp", "-f", "png",
-                         "-o", out, src, NULL),
+    ck_assert_int_eq(pmt_pixmill_run(&err, "--animated", "-s", "30", "-f", "gif", "-f", "webp",
+                                     "-f", "png", "-o", out, src, NULL),
                      0);
     free(err);
     char *g = pmt_path(out, "anim.gif"), *w = pmt_path(out, "anim.webp"),
@@ -864,12 +846,12 @@ START_TEST(test_animated_keeps_frames)
     ck_assert(fw == 30 && fh == 20); /* PNG: the first frame */
     /* without --animated: the first frame only */
     char *o2 = pmt_path(tmp, "still");
-    ck_assert_int_eq(run(&err, "-s", "30", "-f", "gif", "-o", o2, src, NULL), 0);
+    ck_assert_int_eq(pmt_pixmill_run(&err, "-s", "30", "-f", "gif", "-o", o2, src, NULL), 0);
     free(err);
     char *g2 = pmt_path(o2, "anim.gif");
     ck_assert_int_eq(gif_frames(g2), 1);
     /* frames count toward the pixel cap: 60x40 x 3 = 7200 */
-    ck_assert_int_eq(run(&err, "--max-pixels", "5000", "-o", o2, src, NULL), 1);
+    ck_assert_int_eq(pmt_pixmill_run(&err, "--max-pixels", "5000", "-o", o2, src, NULL), 1);
     ck_assert_msg(strstr(err, "pixel limit"), "%s", err);
     free(err);
     free(g), free(w), free(p), free(o2), free(g2), free(src);
@@ -893,7 +875,8 @@ START_TEST(test_sixteen_bit_to_eight)
     ck_assert_int_eq(d[24], 16); /* fixture: IHDR bit depth 16 */
     free(d);
     char *err;
-    ck_assert_int_eq(run(&err, "-f", "png", "-f", "jpeg", "-s", "32", "-o", out, src, NULL), 0);
+    ck_assert_int_eq(
+        pmt_pixmill_run(&err, "-f", "png", "-f", "jpeg", "-s", "32", "-o", out, src, NULL), 0);
     free(err);
     char *p = pmt_path(out, "deep.png");
     d = (unsigned char *)pmt_read_file(p, &n);
@@ -923,7 +906,7 @@ START_TEST(test_content_decides_format)
     ck_assert_int_eq(pmt_write_file(src, bytes, n), 0); /* PNG bytes under a .jpg name */
     free(bytes), free(tmpname);
     char *err;
-    ck_assert_int_eq(run(&err, "-s", "40", "-o", out, src, NULL), 0);
+    ck_assert_int_eq(pmt_pixmill_run(&err, "-s", "40", "-o", out, src, NULL), 0);
     free(err);
     char *p = pmt_path(out, "really-png.png");
     int w, h, c;
@@ -939,8 +922,8 @@ START_TEST(test_camera_metadata_never_in_outputs)
     ck_assert(pmt_file_contains(src, "NIKON", 5));
     ck_assert(pmt_file_contains(src, "ICC_PROFILE", 11));
     char *err;
-    ck_assert_int_eq(run(&err, "-s", "200", "-f", "jpeg", "-f", "webp", "-f", "png", "-f", "avif",
-                         "-f", "tiff", "-o", out, src, NULL),
+    ck_assert_int_eq(pmt_pixmill_run(&err, "-s", "200", "-f", "jpeg", "-f", "webp", "-f", "png",
+                                     "-f", "avif", "-f", "tiff", "-o", out, src, NULL),
                      0);
     free(err);
     const char *outs[] = {"castle-maintenon.jpg", "castle-maintenon.webp", "castle-maintenon.png",

@@ -13,6 +13,7 @@
 #include <tiffio.h>
 #include <png.h>
 #include <setjmp.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -326,6 +327,31 @@ int pmt_run(char *const argv[], char **out, char **err, struct rusage *ru)
     if (WIFSIGNALED(status))
         return 128 + WTERMSIG(status);
     return -1;
+}
+
+int pmt_run_argv(const char **argv, char **err)
+{
+    char *e = NULL;
+    int rc = pmt_run((char *const *)argv, NULL, &e, NULL);
+    if (err)
+        *err = e;
+    else
+        free(e);
+    return rc;
+}
+
+int pmt_pixmill_run(char **err, const char *first, ...)
+{
+    const char *argv[64];
+    int n = 0;
+    argv[n++] = pmt_pixmill();
+    va_list ap;
+    va_start(ap, first);
+    for (const char *a = first; a && n < 63; a = va_arg(ap, const char *))
+        argv[n++] = a;
+    va_end(ap);
+    argv[n] = NULL;
+    return pmt_run_argv(argv, err);
 }
 
 const char *pmt_pixmill(void)

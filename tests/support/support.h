@@ -46,6 +46,11 @@ int pmt_file_contains(const char *path, const void *needle, size_t len);
  * ru, when not NULL, receives the child's resource usage (ru_maxrss: peak RSS in KiB). */
 int pmt_run(char *const argv[], char **out, char **err, struct rusage *ru);
 const char *pmt_pixmill(void); /* $PIXMILL_BIN */
+/* Runs pixmill with the NULL-terminated arguments after it; stderr into *err (malloc'd, may be
+ * NULL to discard). Returns the exit status as pmt_run does. */
+int pmt_pixmill_run(char **err, const char *first, ...);
+/* The same with a NULL-terminated argv whose argv[0] is the program to run. */
+int pmt_run_argv(const char **argv, char **err);
 /* Number of files whose name contains needle, below dir (recursive). */
 int pmt_count_files(const char *dir, const char *needle);
 /* Runs a Check suite (forking per test) and returns the process exit status: 0 if all passed. */
