@@ -916,6 +916,139 @@ START_TEST(test_content_decides_format)
 }
 END_TEST
 
+/* Resizing premultiplies alpha: the colour of fully transparent pixels (green here) must not
+ * bleed into the edge of the opaque part (red). Alpha survives into WebP. */
+START_TEST(test_alpha_edges_do_not_fringe)
+{
+    VipsImage *xyz, *x, *mask, *r, *g, *zero, *rgba, *u8;
+    ck_assert_int_eq(vips_xyz(&xyz, 101, 60, NULL), 0);
+    ck_assert_int_eq(vips_extract_band(xyz, &x, 0, NULL), 0);
+    ck_assert_int_eq(vips_more_const1(x, &mask, 50.0, NULL), 0); /* 255 right, 0 left */
+    ck_assert_int_eq(vips_linear1(mask, &g, -1.0, 255.0, NULL), 0);
+    ck_assert_int_eq(vips_copy(mask, &r, NULL), 0);
+    ck_assert_int_eq(vips_linear1(mask, &zero, 0.0, 0.0, NULL), 0);
+    VipsImage *bands[4] = {r, g, zero, mask};
+    ck_assert_int_eq(vips_bandjoin(bands, &rgba, 4, NULL), 0);
+    ck_assert_int_eq(vips_cast_uchar(rgba, &u8, NULL), 0);
+    u8->Type = VIPS_INTERPRETATION_sRGB;
+    char *src = pmt_path(in, "edge.png");
+    ck_assert_int_eq(vips_image_write_to_file(u8, src, NULL), 0);
+    g_object_unref(u8), g_object_unref(rgba), g_object_unref(zero), g_object_unref(r);
+    g_object_unref(g), g_object_unref(mask), g_object_unref(x), g_object_unref(xyz);
+    char *err;
+    ck_assert_int_eq(
+        pmt_pixmill_run(&err, "-s", "25", "-f", "png", "-f", "webp", "-o", out, src, NULL), 0);
+    free(err);
+    char *p = pmt_path(out, "edge.png");
+    int w, h;
+    unsigned char *px = pmt_png_rgba(p, &w, &h);
+    ck_assert_ptr_nonnull(px);
+    int partial = 0;
+    for (int i = 0; i < w * h; i++) {
+        unsigned char *q = px + i * 4;
+        if (q[3] == 0)
+            continue;
+        partial += q[3] < 255;
+        ck_assert_msg(q[1] <= 12, "pixel %d: green %d bled into alpha %d", i, q[1], q[3]);
+    }
+    ck_assert_int_gt(partial, 0); /* the edge really was resampled */
+    free(px), free(p);
+    p = pmt_path(out, "edge.webp");
+    int alpha;
+    ck_assert_int_eq(pmt_webp_decode(p, &w, &h, &alpha), 0);
+    ck_assert_int_eq(alpha, 1);
+    free(p), free(src);
+}
+END_TEST
+
+/* Rewrites the EXIF orientation value in place (libvips normalises 0 and 9 to 1 on write). */
+static int patch_orientation(const char *path, int value)
+{
+    size_t n;
+    unsigned char *d = (unsigned char *)pmt_read_file(path, &n);
+    int done = 0;
+    for (size_t i = 0; d && i + 10 <= n && !done; i++) {
+        /* IFD entry: tag 0x0112, type SHORT (3), count 1, value 1; big or little endian */
+        static const unsigned char be[] = {0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 1};
+        static const unsigned char le[] = {0x12, 0x01, 3, 0, 1, 0, 0, 0, 1, 0};
+        if (memcmp(d + i, be, 10) == 0) {
+            d[i + 9] = (unsigned char)value;
+            done = 1;
+        } else if (memcmp(d + i, le, 10) == 0) {
+            d[i + 8] = (unsigned char)value;
+            done = 1;
+        }
+    }
+    if (done)
+        pmt_write_file(path, d, n);
+    free(d);
+    return done ? 0 : -1;
+}
+
+START_TEST(test_orientation_out_of_range_is_upright)
+{
+    char *up = pmt_path(tmp, "up.png");
+    ck_assert_int_eq(pmt_write_image(up, 120, 80, 3), 0);
+    VipsImage *u = vips_image_new_from_file(up, NULL), *c;
+    const int values[] = {1, 0, 9, 255};
+    for (int i = 0; i < 4; i++) {
+        ck_assert_int_eq(vips_copy(u, &c, NULL), 0);
+        vips_image_set_int(c, VIPS_META_ORIENTATION, 1);
+        char name[32];
+        snprintf(name, sizeof(name), "v%d.jpg", values[i]);
+        char *p = pmt_path(in, name);
+        ck_assert_int_eq(vips_jpegsave(c, p, "Q", 98, NULL), 0);
+        g_object_unref(c);
+        ck_assert_msg(patch_orientation(p, values[i]) == 0, "no orientation tag in %s", p);
+        free(p);
+    }
+    g_object_unref(u);
+    char *err;
+    ck_assert_int_eq(pmt_pixmill_run(&err, "-f", "png", "-s", "60", "-o", out, in, NULL), 0);
+    free(err);
+    char *rp = pmt_path(out, "v1.png");
+    int rw, rh;
+    unsigned char *ref = pmt_png_rgba(rp, &rw, &rh);
+    ck_assert(ref && rw == 60 && rh == 40);
+    for (int i = 1; i < 4; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "v%d.png", values[i]);
+        char *p = pmt_path(out, name);
+        int w, h;
+        unsigned char *px = pmt_png_rgba(p, &w, &h);
+        ck_assert_msg(px && w == 60 && h == 40, "%s", name);
+        ck_assert_msg(pmt_mad_rgb(ref, px, (size_t)w * h) < 1.0, "%s", name);
+        free(px), free(p);
+    }
+    free(ref), free(rp), free(up);
+}
+END_TEST
+
+/* 1x1 and one-pixel strips through the pipeline: at least 1 px per axis, never 0. */
+START_TEST(test_odd_sizes)
+{
+    static const struct {
+        const char *name;
+        int sw, sh, w, h;
+    } t[] = {{"dot.png", 1, 1, 1, 1}, {"tall.png", 1, 5000, 1, 256}, {"wide.png", 5000, 1, 256, 1}};
+    for (int i = 0; i < 3; i++) {
+        char *p = pmt_path(in, t[i].name);
+        ck_assert_int_eq(pmt_write_image(p, t[i].sw, t[i].sh, 3), 0);
+        free(p);
+    }
+    char *err;
+    ck_assert_int_eq(pmt_pixmill_run(&err, "-f", "png", "-s", "256", "-o", out, in, NULL), 0);
+    free(err);
+    for (int i = 0; i < 3; i++) {
+        char *p = pmt_path(out, t[i].name);
+        int w, h, c;
+        ck_assert_int_eq(pmt_png_decode(p, &w, &h, &c), 0);
+        ck_assert_msg(w == t[i].w && h == t[i].h, "%s: %dx%d", t[i].name, w, h);
+        free(p);
+    }
+}
+END_TEST
+
 START_TEST(test_camera_metadata_never_in_outputs)
 {
     char *src = sample("photos/places/castle-maintenon.jpg"); /* Nikon EXIF + ICC profile */
@@ -961,6 +1094,9 @@ int main(void)
     tcase_add_test(tc, test_animated_keeps_frames);
     tcase_add_test(tc, test_sixteen_bit_to_eight);
     tcase_add_test(tc, test_content_decides_format);
+    tcase_add_test(tc, test_alpha_edges_do_not_fringe);
+    tcase_add_test(tc, test_orientation_out_of_range_is_upright);
+    tcase_add_test(tc, test_odd_sizes);
     tcase_add_test(tc, test_camera_metadata_never_in_outputs);
     suite_add_tcase(s, tc);
     return pmt_run_suite(s);
