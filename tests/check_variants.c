@@ -478,6 +478,14 @@ START_TEST(test_wide_gamut_and_cmyk_come_out_srgb)
     char *p3 = pmt_path(in, "p3.png"), *cmyk = pmt_path(in, "cmyk.jpg");
     patch_in_profile(p3, "p3");
     patch_in_profile(cmyk, "cmyk");
+    /* the same CMYK JPEG without its profile: libvips' fallback CMYK profile applies */
+    char *bare = pmt_path(in, "cmyk-bare.jpg");
+    VipsImage *withp = vips_image_new_from_file(cmyk, NULL), *nop;
+    ck_assert_int_eq(vips_copy(withp, &nop, NULL), 0);
+    vips_image_remove(nop, VIPS_META_ICC_NAME);
+    ck_assert_int_eq(vips_jpegsave(nop, bare, "Q", 95, NULL), 0);
+    g_object_unref(nop), g_object_unref(withp);
+    ck_assert(!pmt_file_contains(bare, "ICC_PROFILE", 11));
     VipsImage *check = vips_image_new_from_file(cmyk, NULL);
     ck_assert_int_eq(check->Bands, 4); /* a real CMYK JPEG */
     g_object_unref(check);
@@ -487,9 +495,10 @@ START_TEST(test_wide_gamut_and_cmyk_come_out_srgb)
     static const struct {
         const char *name;
         double tolerance;
-    } want[] = {{"p3.png", 3.0}, {"cmyk.png", 15.0}}; /* CMYK round trip loses some gamut */
+    } want[] = {{"p3.png", 3.0}, {"cmyk.png", 15.0}, {"cmyk-bare.png", 15.0}};
+    /* (a CMYK round trip loses some gamut) */
     const double red[3] = {200, 30, 30};
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 3; i++) {
         char *p = pmt_path(out, want[i].name);
         double m[3];
         mean_rgb(p, m);
@@ -500,7 +509,7 @@ START_TEST(test_wide_gamut_and_cmyk_come_out_srgb)
                           "%s channel %d: %.1f", want[i].name, c, m[c]);
         free(p);
     }
-    free(p3), free(cmyk);
+    free(p3), free(cmyk), free(bare);
 }
 END_TEST
 
