@@ -21,19 +21,12 @@ static char *tmp, *in, *out;
 static void setup(void)
 {
     pmt_vips_init();
-    tmp = pmt_mkdtemp();
-    ck_assert_ptr_nonnull(tmp);
-    in = pmt_path(tmp, "in");
-    out = pmt_path(tmp, "out");
-    pmt_mkdirs(in);
+    ck_assert_int_eq(pmt_io_make(&tmp, &in, &out), 0);
 }
 
 static void teardown(void)
 {
-    pmt_rmtree(tmp);
-    free(tmp);
-    free(in);
-    free(out);
+    pmt_io_free(&tmp, &in, &out);
 }
 
 static void image(const char *rel, int w, int h, int bands)

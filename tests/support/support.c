@@ -53,6 +53,26 @@ void pmt_rmtree(const char *path)
         nftw(path, rm_one, 64, FTW_DEPTH | FTW_PHYS);
 }
 
+int pmt_io_make(char **tmp, char **in, char **out)
+{
+    *tmp = pmt_mkdtemp();
+    if (!*tmp)
+        return -1;
+    *in = pmt_path(*tmp, "in");
+    *out = pmt_path(*tmp, "out");
+    pmt_mkdirs(*in);
+    return 0;
+}
+
+void pmt_io_free(char **tmp, char **in, char **out)
+{
+    pmt_rmtree(*tmp);
+    free(*tmp);
+    free(*in);
+    free(*out);
+    *tmp = *in = *out = NULL;
+}
+
 char *pmt_path(const char *dir, const char *name)
 {
     size_t n = strlen(dir) + strlen(name) + 2;

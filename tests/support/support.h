@@ -7,6 +7,11 @@
 #include <stdint.h>
 #include <sys/resource.h>
 
+/* The usual end-to-end fixture: a fresh temp folder with in/ made and out/ named (not made).
+ * Returns 0; pmt_io_free removes the tree and frees the three strings. */
+int pmt_io_make(char **tmp, char **in, char **out);
+void pmt_io_free(char **tmp, char **in, char **out);
+
 /* A fresh folder under $TMPDIR; free with pmt_rmtree + free. */
 char *pmt_mkdtemp(void);
 void pmt_rmtree(const char *path);
