@@ -1051,6 +1051,53 @@ START_TEST(test_odd_sizes)
 }
 END_TEST
 
+/* A corrupt embedded profile is ignored (pixels taken as sRGB), not a failure of the file. */
+START_TEST(test_corrupt_profile_is_ignored)
+{
+    /* libvips will not write a broken profile: splice an APP2 ICC_PROFILE segment holding 7
+     * bytes of garbage in after SOI by hand (as Pillow's icc-after-SOF test file has). */
+    /* grey, as that file: for RGB libvips falls back to sRGB, for grey nothing fits */
+    char *src = pmt_path(tmp, "good.jpg");
+    VipsImage *xyz, *x, *grey;
+    ck_assert_int_eq(vips_xyz(&xyz, 40, 30, NULL), 0);
+    ck_assert_int_eq(vips_extract_band(xyz, &x, 0, NULL), 0);
+    ck_assert_int_eq(vips_cast_uchar(x, &grey, NULL), 0);
+    grey->Type = VIPS_INTERPRETATION_B_W;
+    ck_assert_int_eq(vips_jpegsave(grey, src, NULL), 0);
+    g_object_unref(grey), g_object_unref(x), g_object_unref(xyz);
+    size_t n;
+    unsigned char *jpg = (unsigned char *)pmt_read_file(src, &n);
+    ck_assert(jpg && n > 2 && jpg[0] == 0xFF && jpg[1] == 0xD8);
+    static const unsigned char app2[] = {0xFF, 0xE2, 0x00, 0x17, 'I', 'C', 'C', '_', 'P',
+                                         'R',  'O',  'F',  'I',  'L', 'E', 0,   1,   1,
+                                         'g',  'a',  'r',  'b',  'a', 'g', 'e'};
+    GByteArray *b = g_byte_array_new();
+    g_byte_array_append(b, jpg, 2);
+    g_byte_array_append(b, app2, sizeof(app2));
+    g_byte_array_append(b, jpg + 2, (guint)(n - 2));
+    char *bad = pmt_path(in, "badicc2.jpg");
+    ck_assert_int_eq(pmt_write_file(bad, b->data, b->len), 0);
+    g_byte_array_free(b, TRUE);
+    free(jpg);
+    VipsImage *probe = vips_image_new_from_file(bad, NULL);
+    const void *icc;
+    size_t icc_len = 0;
+    ck_assert_ptr_nonnull(probe);
+    ck_assert_int_eq(vips_image_get_blob(probe, VIPS_META_ICC_NAME, &icc, &icc_len), 0);
+    ck_assert_int_eq(icc_len, 7); /* fixture: libvips sees the 7-byte profile */
+    g_object_unref(probe);
+    char *err;
+    int rc = pmt_pixmill_run(&err, "-f", "png", "-o", out, bad, NULL);
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
+    free(err);
+    char *p = pmt_path(out, "badicc2.png");
+    int w, h, ch;
+    ck_assert_int_eq(pmt_png_decode(p, &w, &h, &ch), 0);
+    ck_assert(w == 40 && h == 30 && ch == 1); /* still grey */
+    free(p), free(bad), free(src);
+}
+END_TEST
+
 START_TEST(test_camera_metadata_never_in_outputs)
 {
     char *src = sample("photos/places/castle-maintenon.jpg"); /* Nikon EXIF + ICC profile */
@@ -1099,6 +1146,7 @@ int main(void)
     tcase_add_test(tc, test_alpha_edges_do_not_fringe);
     tcase_add_test(tc, test_orientation_out_of_range_is_upright);
     tcase_add_test(tc, test_odd_sizes);
+    tcase_add_test(tc, test_corrupt_profile_is_ignored);
     tcase_add_test(tc, test_camera_metadata_never_in_outputs);
     suite_add_tcase(s, tc);
     return pmt_run_suite(s);

@@ -140,6 +140,21 @@ static int loader_is_blocked(const char *loader, const char **nickname)
     return blocked;
 }
 
+/* An embedded ICC profile that libvips can apply to this image. A corrupt one (a 7-byte
+ * "profile" in the corpus) made the sRGB conversion fail the whole file; it is ignored instead
+ * and the pixels taken as sRGB, as libvips does without export_profile. */
+static int usable_profile(VipsImage *header)
+{
+    const void *data;
+    size_t length;
+    if (!vips_image_get_typeof(header, VIPS_META_ICC_NAME) ||
+        vips_image_get_blob(header, VIPS_META_ICC_NAME, &data, &length) != 0)
+        return 0;
+    int ok = length >= 128 && vips_icc_is_compatible_profile(header, data, length);
+    vips_error_clear(); /* the check reports why not; for us that is not a failure */
+    return ok;
+}
+
 /* The format 'same' writes for a source: its own where we can write it, else PNG (lossless,
  * keeps alpha). */
 static pm_format format_for_loader(const char *nickname, VipsImage *header)
@@ -504,7 +519,7 @@ static int open_and_decode(const pm__process_ctx *ctx, const pm__job *job, job_s
         return -1;
     }
     *same = format_for_loader(nickname, s->header);
-    s->has_profile = vips_image_get_typeof(s->header, VIPS_META_ICC_NAME) != 0;
+    s->has_profile = usable_profile(s->header);
     int swap = !o->no_rotate && vips_image_get_orientation_swap(s->header);
     s->upright_w = swap ? s->header->Ysize : s->header->Xsize;
     s->upright_h = swap ? s->header->Xsize : s->header->Ysize;
