@@ -8,7 +8,6 @@
 #include <check.h>
 #include <glib.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
