@@ -29,6 +29,12 @@ static const char usage_text[] =
     "appears atomically (temp file, fsync, rename).\n"
     "\n"
     "  -o, --output=DIR        output folder (required; created if missing)\n"
+    "      --name=TEMPLATE     output path below DIR from {stem} {ext} {w} {h} {variant}\n"
+    "                          {dir} {hash} (a short hash of the source's bytes and the\n"
+    "                          output's options); without {dir}, in the source's mirrored\n"
+    "                          folder. Default {stem}.{ext}; {stem}-{variant}.{ext} for several\n"
+    "      --recipe=FILE       variants and options from an INI file (samples/build/web.ini);\n"
+    "                          options given here override it\n"
     "  -s, --size=GEOMETRY     box: N (NxN), WxH, Wx, xH (default 256), then at most one of\n"
     "                          > only shrink (the default), < only enlarge, ! exactly WxH,\n"
     "                          ^ cover the box; or N% (scale), N@ (at most N pixels).\n"
@@ -60,6 +66,14 @@ static const char usage_text[] =
     "      --intent=I          relative (default), perceptual, saturation, absolute\n"
     "      --keep=LIST         metadata to keep: none (default), icc, exif, xmp, all, or a\n"
     "                          list like icc,exif (EXIF orientation is rewritten to 1)\n"
+    "      --force             rebuild outputs that are up to date (by default a source whose\n"
+    "                          outputs are all current is skipped: same bytes, same options)\n"
+    "      --dry-run           read headers only; print what would be written, skipped or\n"
+    "                          rejected, and why; write nothing\n"
+    "      --prune             after the run, remove outputs pixmill made from sources that are\n"
+    "                          gone (never a file it did not make)\n"
+    "      --manifest=FILE     write a JSON manifest of every source and its outputs (srcset)\n"
+    "      --json              print one JSON event per line on stdout\n"
     "  -j, --jobs=N            worker threads (default: usable cores)\n"
     "      --queue=N           bounded queue capacity (default: 4 x jobs, at least 16)\n"
     "      --max-pixels=N      refuse images whose width x height x pages exceed N, checked\n"
@@ -77,13 +91,16 @@ static const char usage_text[] =
     "  -h, --help              show this help\n"
     "  -V, --version           show the version\n"
     "\n"
-    "Exit status: 0 every file done; 1 some files failed (each named on stderr), the rest done;\n"
+    "Exit status: 0 every requested output exists and is current; 1 some files failed (each named "
+    "on stderr), the rest done;\n"
     "2 usage error, nothing touched; 3 fatal before processing (e.g. output folder not\n"
     "writable); 130/143 interrupted by SIGINT/SIGTERM.\n";
 
 typedef struct cli {
     int quiet;
     int verbose;
+    int json;
+    int dry_run;
 } cli;
 
 /* Prints a path with control characters, backslashes and invalid UTF-8 escaped, so that a
@@ -143,22 +160,60 @@ static void print_reason(FILE *f, const pm_event *ev)
     }
 }
 
+static void print_output_line(const char *verb, const pm_event *ev, const pm_output *o)
+{
+    fputs(verb, stdout);
+    print_escaped(stdout, ev->source);
+    fputs(" -> ", stdout);
+    print_escaped(stdout, o->path);
+    printf(" (%dx%d", o->width, o->height);
+    if (o->bytes)
+        printf(", %" PRIu64 " bytes", o->bytes);
+    fputs(")\n", stdout);
+}
+
 static int on_event(const pm_event *ev, void *user_data)
 {
     const cli *c = user_data;
+    if (c->json) {
+        char *line = pm_event_to_json(ev);
+        if (line) {
+            fputs(line, stdout);
+            fputc('\n', stdout);
+            pm_free(line);
+        }
+    }
+    int human_out = !c->json && !c->quiet; /* stdout belongs to JSON with --json */
     switch (ev->type) {
     case PM_EVENT_DONE:
-        if (c->verbose) {
-            for (int i = 0; i < ev->n_outputs; i++) {
-                print_escaped(stdout, ev->source);
-                fputs(" -> ", stdout);
-                print_escaped(stdout, ev->outputs[i].path);
-                printf(" (%dx%d, %" PRIu64 " bytes)\n", ev->outputs[i].width, ev->outputs[i].height,
-                       ev->outputs[i].bytes);
-            }
+        for (int i = 0; human_out && c->verbose && i < ev->n_outputs; i++)
+            if (!ev->outputs[i].current)
+                print_output_line("", ev, &ev->outputs[i]);
+        break;
+    case PM_EVENT_PLANNED:
+        for (int i = 0; human_out && i < ev->n_outputs; i++)
+            if (!ev->outputs[i].current || c->verbose)
+                print_output_line(ev->outputs[i].current ? "up to date: " : "would write: ", ev,
+                                  &ev->outputs[i]);
+        break;
+    case PM_EVENT_PRUNED:
+        for (int i = 0; human_out && i < ev->n_outputs; i++) {
+            fputs(c->dry_run ? "would remove: " : "removed: ", stdout);
+            print_escaped(stdout, ev->outputs[i].path);
+            fputs(" (source gone: ", stdout);
+            print_escaped(stdout, ev->source);
+            fputs(")\n", stdout);
         }
         break;
     case PM_EVENT_SKIPPED:
+        if (ev->status == PM_OK) {
+            if (human_out && (c->verbose || c->dry_run)) {
+                fputs("up to date: ", stdout);
+                print_escaped(stdout, ev->source);
+                fputc('\n', stdout);
+            }
+            break;
+        }
         if (!c->verbose)
             break;
         /* fall through */
@@ -166,7 +221,10 @@ static int on_event(const pm_event *ev, void *user_data)
     case PM_EVENT_SCAN_ERROR:
         fputs("pixmill: ", stderr);
         print_escaped(stderr, ev->source);
-        fputs(ev->type == PM_EVENT_SKIPPED ? ": skipped: " : ": ", stderr);
+        fputs(ev->type == PM_EVENT_SKIPPED                ? ": skipped: "
+              : c->dry_run && ev->type == PM_EVENT_FAILED ? ": would be rejected: "
+                                                          : ": ",
+              stderr);
         print_reason(stderr, ev);
         fputc('\n', stderr);
         break;
@@ -184,14 +242,28 @@ static void format_bytes(char *buf, size_t n, uint64_t bytes)
         snprintf(buf, n, "%" PRIu64 " B", bytes);
 }
 
-static void print_summary(const pm_summary *s)
+static void print_summary(const pm_summary *s, int dry_run)
 {
     char in[32], out[32];
+    if (dry_run) {
+        fprintf(stderr,
+                "pixmill: dry run: %" PRIu64 " to make, %" PRIu64 " up to date, %" PRIu64
+                " would be rejected, %" PRIu64 " skipped",
+                s->processed, s->up_to_date, s->failed + s->scan_errors, s->skipped);
+        if (s->pruned)
+            fprintf(stderr, ", %" PRIu64 " outputs to prune", s->pruned);
+        fputs("; nothing written\n", stderr);
+        return;
+    }
     format_bytes(in, sizeof(in), s->bytes_in);
     format_bytes(out, sizeof(out), s->bytes_out);
     double rate = s->wall_seconds > 0 ? (double)s->processed / s->wall_seconds : 0.0;
-    fprintf(stderr, "pixmill: %" PRIu64 " processed, %" PRIu64 " skipped, %" PRIu64 " failed",
-            s->processed, s->skipped, s->failed + s->scan_errors);
+    fprintf(stderr,
+            "pixmill: %" PRIu64 " processed, %" PRIu64 " up to date, %" PRIu64 " skipped, %" PRIu64
+            " failed",
+            s->processed, s->up_to_date, s->skipped, s->failed + s->scan_errors);
+    if (s->pruned)
+        fprintf(stderr, ", %" PRIu64 " pruned", s->pruned);
     if (s->outputs != s->processed)
         fprintf(stderr, ", %" PRIu64 " outputs", s->outputs);
     fprintf(stderr, ", %s in, %s out, %.2f s, %.1f images/s (%d jobs)\n", in, out, s->wall_seconds,
@@ -251,6 +323,16 @@ static void *signal_main(void *arg)
     }
 }
 
+/* The recipe's strings are used by opts until the batch copies them; freed at exit, so that
+ * every early usage error returns without a leak report under ASan. */
+static pm_recipe *recipe;
+
+static void free_recipe(void)
+{
+    pm_recipe_free(recipe);
+    recipe = NULL;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -284,11 +366,19 @@ int main(int argc, char **argv)
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
+        {"name", required_argument, NULL, 'n' + 256},
+        {"recipe", required_argument, NULL, 'R' + 256},
+        {"force", no_argument, NULL, 'B' + 256},
+        {"dry-run", no_argument, NULL, 'D' + 256},
+        {"prune", no_argument, NULL, 'X' + 256},
+        {"manifest", required_argument, NULL, 'M' + 256},
+        {"json", no_argument, NULL, 'J' + 256},
         {NULL, 0, NULL, 0},
     };
     pm_options opts;
     pm_options_init(&opts);
-    cli c = {0, 0};
+    cli c = {0};
+    int rc;
     int n_sizes = 0, n_formats = 0; /* the first -s / -f replaces the default */
     const char *allow[16];
     int n_allow = 0;
@@ -298,17 +388,57 @@ int main(int argc, char **argv)
     long long v;
     int ch;
     opterr = 0;
-    /* getopt_long keeps global state: fine here, before any thread exists. */
+    atexit(free_recipe);
+    /* A recipe first, whatever its place: every other option overrides it. getopt_long keeps
+     * global state: fine here, before any thread exists. */
+    while (
+        (ch = getopt_long(argc, argv, ":o:s:f:Q:j:0qvhV", longopts, // NOLINT(concurrency-mt-unsafe)
+                          NULL)) != -1) {
+        if (ch != 'R' + 256)
+            continue;
+        char why[512];
+        free_recipe();
+        if (pm_recipe_load(&recipe, optarg, why, sizeof(why)) != PM_OK)
+            return usage_error("%s", why);
+    }
+    pm_recipe_apply(recipe, &opts);
+    optind = 0; /* glibc: a full rescan */
     while (
         (ch = getopt_long(argc, argv, ":o:s:f:Q:j:0qvhV", longopts, // NOLINT(concurrency-mt-unsafe)
                           NULL)) != -1) {
         switch (ch) {
+        case 'R' + 256:
+            break; /* read above */
+        case 'n' + 256:
+            opts.name_template = optarg;
+            for (int i = 0; i < opts.n_variants; i++)
+                opts.variants[i].name_template = NULL;
+            break;
+        case 'B' + 256:
+            opts.force = 1;
+            break;
+        case 'D' + 256:
+            opts.dry_run = 1;
+            c.dry_run = 1;
+            break;
+        case 'X' + 256:
+            opts.prune = 1;
+            break;
+        case 'M' + 256:
+            if (!*optarg)
+                return usage_error("empty --manifest");
+            opts.manifest_path = optarg;
+            break;
+        case 'J' + 256:
+            c.json = 1;
+            break;
         case 'o':
             if (!*optarg)
                 return usage_error("empty output folder");
             opts.output_dir = optarg;
             break;
         case 's':
+            opts.n_variants = 0; /* sizes given here replace a recipe's variants */
             if (n_sizes == PM_MAX_SIZES)
                 return usage_error("too many sizes (at most %d)", PM_MAX_SIZES);
             if (pm_size_parse(optarg, &opts.sizes[n_sizes++]) != PM_OK)
@@ -317,6 +447,8 @@ int main(int argc, char **argv)
                                    optarg);
             break;
         case 'f':
+            for (int i = 0; i < opts.n_variants; i++)
+                opts.variants[i].n_formats = 0;
             if (n_formats == PM_MAX_FORMATS)
                 return usage_error("too many formats (at most %d)", PM_MAX_FORMATS);
             if (pm_format_parse(optarg, &opts.formats[n_formats++]) != PM_OK)
@@ -328,6 +460,8 @@ int main(int argc, char **argv)
             if (parse_long(optarg, 1, 100, &v))
                 return usage_error("invalid quality '%s' (want 1..100)", optarg);
             opts.quality = (int)v;
+            for (int i = 0; i < opts.n_variants; i++)
+                opts.variants[i].quality = 0;
             break;
         case 'j':
             if (parse_long(optarg, 1, 1024, &v))
@@ -356,12 +490,16 @@ int main(int argc, char **argv)
             if (pm_fit_parse(optarg, &opts.fit) != PM_OK)
                 return usage_error("invalid fit '%s' (want inside, cover, contain, fill, outside)",
                                    optarg);
+            for (int i = 0; i < opts.n_variants; i++)
+                opts.variants[i].size.fit = PM_FIT_DEFAULT;
             break;
         case 'c' + 256:
             if (pm_crop_parse(optarg, &opts.crop) != PM_OK)
                 return usage_error("invalid crop '%s' (want centre, north, ..., southwest, "
                                    "attention, entropy)",
                                    optarg);
+            for (int i = 0; i < opts.n_variants; i++)
+                opts.variants[i].crop = PM_INHERIT;
             break;
         case 'b' + 256:
             if (pm_color_parse(optarg, opts.background) != PM_OK)
@@ -478,12 +616,13 @@ int main(int argc, char **argv)
         }
     }
     pm_batch *batch;
-    int rc = pm_batch_create(&batch, &opts);
-    if (rc != PM_OK) {
+    char why[512] = "";
+    if (pm_options_check(&opts, why, sizeof(why)) != PM_OK ||
+        pm_batch_create(&batch, &opts) != PM_OK) {
         pm_global_shutdown();
-        return usage_error("these options cannot go together: a size or format given twice, "
-                           "or two sizes that name outputs alike (such as 320 and 320x)");
+        return usage_error("%s", *why ? why : "these options cannot go together");
     }
+    free_recipe(); /* the batch has its own copies now */
     for (int i = optind; i < argc; i++)
         pm_batch_add_input(batch, argv[i]);
     for (int i = 0; i < n_files_from; i++) {
@@ -514,7 +653,7 @@ int main(int argc, char **argv)
     }
     pm_batch_destroy(batch);
     if (!c.quiet || rc == PM_ERR_CANCELLED)
-        print_summary(&sum);
+        print_summary(&sum, c.dry_run);
     fflush(stdout);
     pm_global_shutdown();
 

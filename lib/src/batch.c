@@ -26,6 +26,11 @@ struct pm_batch {
     pm_options opts;
     char *output_dir;
     char *profile_file;
+    char *manifest_path;
+    pm__variant variants[PM_MAX_VARIANTS];
+    int n_variants;
+    char *cwd;
+    char profile_hash[PM__HASH_HEX];
     GArray *inputs; /* of input; fixed once run starts */
     int ran;
     int cancel; /* atomic */
@@ -38,53 +43,190 @@ struct pm_batch {
     pm__scan_config scan_cfg;
 };
 
-int pm_batch_create(pm_batch **out, const pm_options *opts)
+#define WHY(...) (why && why_size ? (void)g_snprintf(why, (gulong)why_size, __VA_ARGS__) : (void)0)
+
+static int check_formats(const pm_format *f, int n, char *why, size_t why_size)
 {
-    if (!out || !opts || opts->version != PM_OPTIONS_VERSION)
+    if (n < 1 || n > PM_MAX_FORMATS) {
+        WHY("between 1 and %d formats", PM_MAX_FORMATS);
         return PM_ERR_USAGE;
-    if (!opts->output_dir || !*opts->output_dir)
-        return PM_ERR_USAGE;
-    if (opts->n_sizes < 1 || opts->n_sizes > PM_MAX_SIZES || opts->n_formats < 1 ||
-        opts->n_formats > PM_MAX_FORMATS)
-        return PM_ERR_USAGE;
-    for (int i = 0; i < opts->n_sizes; i++) {
-        const pm_size *z = &opts->sizes[i];
-        int box = !z->percent && !z->area;
-        if (z->width < 0 || z->height < 0 || z->width > PM_SIZE_MAX || z->height > PM_SIZE_MAX ||
-            (box && z->width == 0 && z->height == 0) || z->percent < 0 || z->percent > 1000 ||
-            (unsigned)z->fit > PM_FIT_LAST || (unsigned)z->enlarge > PM_ENLARGE_ALLOW)
+    }
+    for (int i = 0; i < n; i++) {
+        if ((unsigned)f[i] > PM_FORMAT_LAST) {
+            WHY("unknown format");
             return PM_ERR_USAGE;
-        for (int k = 0; k < i; k++) { /* two sizes must not give one output name */
-            char a[32], c[32];
-            pm_size_label(z, a, sizeof(a));
-            pm_size_label(&opts->sizes[k], c, sizeof(c));
-            if (strcmp(a, c) == 0)
+        }
+        for (int k = 0; k < i; k++) {
+            if (f[k] == f[i]) {
+                WHY("format %s given twice", pm_format_extension(f[i]));
                 return PM_ERR_USAGE;
+            }
         }
     }
-    for (int i = 0; i < opts->n_formats; i++) {
-        if ((unsigned)opts->formats[i] > PM_FORMAT_LAST)
-            return PM_ERR_USAGE;
-        for (int k = 0; k < i; k++)
-            if (opts->formats[k] == opts->formats[i])
-                return PM_ERR_USAGE;
+    return PM_OK;
+}
+
+static int check_size(const pm_size *z)
+{
+    int box = !z->percent && !z->area;
+    return !(z->width < 0 || z->height < 0 || z->width > PM_SIZE_MAX || z->height > PM_SIZE_MAX ||
+             (box && z->width == 0 && z->height == 0) || z->percent < 0 || z->percent > 1000 ||
+             (unsigned)z->fit > PM_FIT_LAST || (unsigned)z->enlarge > PM_ENLARGE_ALLOW);
+}
+
+void pm__variants_free(pm__variant *v, int n)
+{
+    for (int i = 0; i < n; i++) {
+        g_free(v[i].name);
+        g_free(v[i].name_template);
+    }
+}
+
+int pm__variants_resolve(const pm_options *o, pm__variant *out, int *n_out, char *why,
+                         size_t why_size)
+{
+    int n = o->n_variants > 0 ? o->n_variants : o->n_sizes;
+    int max = o->n_variants > 0 ? PM_MAX_VARIANTS : PM_MAX_SIZES;
+    *n_out = 0;
+    if (n < 1 || n > max) {
+        WHY("between 1 and %d sizes", max);
+        return PM_ERR_USAGE;
+    }
+    if (o->name_template && pm__template_check(o->name_template, NULL, why, why_size) != PM_OK)
+        return PM_ERR_USAGE;
+    if (check_formats(o->formats, o->n_formats, why, why_size) != PM_OK)
+        return PM_ERR_USAGE;
+    for (int i = 0; i < n; i++) {
+        const pm_variant *src = o->n_variants > 0 ? &o->variants[i] : NULL;
+        pm__variant *v = &out[i];
+        memset(v, 0, sizeof(*v));
+        v->size = src ? src->size : o->sizes[i];
+        if (!check_size(&v->size)) {
+            WHY("invalid size");
+            goto fail;
+        }
+        char label[32];
+        pm_size_label(&v->size, label, sizeof(label));
+        v->name = g_strdup(src && src->name && *src->name ? src->name : label);
+        *n_out = i + 1;
+        if (strchr(v->name, '/') || strcmp(v->name, ".") == 0 || strcmp(v->name, "..") == 0) {
+            WHY("variant name '%s' cannot be a path", v->name);
+            goto fail;
+        }
+        v->crop = src && src->crop != PM_INHERIT ? (pm_crop)src->crop : o->crop;
+        if ((unsigned)v->crop > PM_CROP_LAST) {
+            WHY("variant %s: invalid crop", v->name);
+            goto fail;
+        }
+        const pm_format *f = src && src->n_formats ? src->formats : o->formats;
+        v->n_formats = src && src->n_formats ? src->n_formats : o->n_formats;
+        if (check_formats(f, v->n_formats, why, why_size) != PM_OK)
+            goto fail;
+        memcpy(v->formats, f, sizeof(pm_format) * (size_t)v->n_formats);
+        v->quality = src && src->quality ? src->quality : o->quality;
+        if (v->quality < 0 || v->quality > 100) {
+            WHY("variant %s: quality must be 1..100", v->name);
+            goto fail;
+        }
+        const char *t = src && src->name_template ? src->name_template : o->name_template;
+        v->name_template = g_strdup(t ? t : n == 1 ? "{stem}.{ext}" : "{stem}-{variant}.{ext}");
+        if (pm__template_check(v->name_template, NULL, why, why_size) != PM_OK)
+            goto fail;
+        for (int k = 0; k < i; k++) {
+            if (strcmp(out[k].name, v->name) == 0) {
+                WHY("two sizes or variants are both named '%s' (such as 320 and 320x)", v->name);
+                goto fail;
+            }
+        }
+    }
+    /* Two outputs that would always get one name: expand every template with stand-ins that
+     * differ wherever outputs can differ (the size's own box for {w} and {h}). */
+    for (int i = 0; i < n; i++) {
+        for (int j = 0; j < out[i].n_formats; j++) {
+            for (int k = 0; k <= i; k++) {
+                for (int l = 0; l < (k == i ? j : out[k].n_formats); l++) {
+                    char *a = NULL, *b = NULL;
+                    for (int side = 0; side < 2; side++) {
+                        const pm__variant *v = side ? &out[k] : &out[i];
+                        int vi = side ? k : i, fi = side ? l : j;
+                        char hash[32];
+                        g_snprintf(hash, sizeof(hash), "h%d.%d", vi, fi);
+                        int w = v->size.percent || v->size.area ? -1000 - vi : v->size.width;
+                        int h = v->size.percent || v->size.area ? -1000 - vi : v->size.height;
+                        pm__name_vars vars = {
+                            "s", pm_format_extension(v->formats[fi]), v->name, "d", hash, w, h};
+                        char *name = pm__template_expand(v->name_template, &vars);
+                        *(side ? &b : &a) = name;
+                    }
+                    int clash = a && b && strcmp(a, b) == 0;
+                    if (clash)
+                        WHY("variants %s (%s) and %s (%s) would write the same name; use "
+                            "{variant}, {w}, {ext} or {hash} in --name",
+                            out[i].name, pm_format_extension(out[i].formats[j]), out[k].name,
+                            pm_format_extension(out[k].formats[l]));
+                    g_free(a);
+                    g_free(b);
+                    if (clash)
+                        goto fail;
+                }
+            }
+        }
+    }
+    return PM_OK;
+fail:
+    pm__variants_free(out, *n_out);
+    *n_out = 0;
+    return PM_ERR_USAGE;
+}
+
+int pm_options_check(const pm_options *opts, char *why, size_t why_size)
+{
+    if (!opts || opts->version != PM_OPTIONS_VERSION) {
+        WHY("options of another version");
+        return PM_ERR_USAGE;
+    }
+    if (!opts->output_dir || !*opts->output_dir) {
+        WHY("no output folder");
+        return PM_ERR_USAGE;
     }
     if (opts->quality < 0 || opts->quality > 100 || opts->jobs < 0 || opts->jobs > 1024 ||
-        opts->queue_capacity < 0 || opts->queue_capacity > 1000000)
+        opts->queue_capacity < 0 || opts->queue_capacity > 1000000 || opts->effort < 0 ||
+        opts->effort > 10 || (unsigned)opts->subsample > PM_SUBSAMPLE_OFF ||
+        (unsigned)opts->fit > PM_FIT_LAST || (unsigned)opts->crop > PM_CROP_LAST ||
+        (unsigned)opts->intent > PM_INTENT_ABSOLUTE ||
+        (unsigned)opts->fail_on > PM_FAIL_ON_WARNING || opts->n_variants < 0 ||
+        opts->n_variants > PM_MAX_VARIANTS) {
+        WHY("a value is out of range");
         return PM_ERR_USAGE;
-    if ((unsigned)opts->fit > PM_FIT_LAST || (unsigned)opts->crop > PM_CROP_LAST)
+    }
+    if ((unsigned)opts->profile > PM_PROFILE_FILE ||
+        (opts->profile == PM_PROFILE_FILE && (!opts->profile_file || !*opts->profile_file))) {
+        WHY("invalid profile");
         return PM_ERR_USAGE;
-    if (opts->effort < 0 || opts->effort > 10 || (unsigned)opts->subsample > PM_SUBSAMPLE_OFF)
+    }
+    if (opts->manifest_path && !*opts->manifest_path) {
+        WHY("empty manifest path");
         return PM_ERR_USAGE;
-    if ((unsigned)opts->profile > PM_PROFILE_FILE || (unsigned)opts->intent > PM_INTENT_ABSOLUTE ||
-        (opts->profile == PM_PROFILE_FILE && (!opts->profile_file || !*opts->profile_file)))
-        return PM_ERR_USAGE;
-    if ((unsigned)opts->fail_on > PM_FAIL_ON_WARNING)
+    }
+    pm__variant v[PM_MAX_VARIANTS];
+    int n = 0;
+    int rc = pm__variants_resolve(opts, v, &n, why, why_size);
+    pm__variants_free(v, n);
+    return rc;
+}
+
+int pm_batch_create(pm_batch **out, const pm_options *opts)
+{
+    if (!out || pm_options_check(opts, NULL, 0) != PM_OK)
         return PM_ERR_USAGE;
     pm_batch *b = calloc(1, sizeof(*b));
     if (!b)
         return PM_ERR_NOMEM;
     b->opts = *opts;
+    if (pm__variants_resolve(opts, b->variants, &b->n_variants, NULL, 0) != PM_OK) {
+        free(b);
+        return PM_ERR_USAGE;
+    }
     b->output_dir = g_strdup(opts->output_dir);
     size_t n = strlen(b->output_dir);
     while (n > 1 && b->output_dir[n - 1] == '/')
@@ -92,6 +234,12 @@ int pm_batch_create(pm_batch **out, const pm_options *opts)
     b->opts.output_dir = b->output_dir;
     b->profile_file = g_strdup(opts->profile == PM_PROFILE_FILE ? opts->profile_file : NULL);
     b->opts.profile_file = b->profile_file;
+    b->manifest_path = g_strdup(opts->manifest_path);
+    b->opts.manifest_path = b->manifest_path;
+    /* Strings inside opts are the caller's: only the resolved copies are used from here. */
+    b->opts.name_template = NULL;
+    b->opts.n_variants = 0;
+    memset(b->opts.variants, 0, sizeof(b->opts.variants));
     b->inputs = g_array_new(FALSE, TRUE, sizeof(input));
     *out = b;
     return PM_OK;
@@ -144,6 +292,9 @@ void pm_batch_destroy(pm_batch *batch)
     pm__queue_destroy(batch->jobs);
     g_free(batch->output_dir);
     g_free(batch->profile_file);
+    g_free(batch->manifest_path);
+    g_free(batch->cwd);
+    pm__variants_free(batch->variants, batch->n_variants);
     free(batch);
 }
 
@@ -298,20 +449,36 @@ static int outputs_overlap_inputs(pm_batch *b, const char *out_real)
     return 0;
 }
 
-static void post_fatal(pm_batch *b, pm_event_cb cb, void *ud, int status, int err)
+static void post_fatal_path(const char *path, pm_event_cb cb, void *ud, int status, int err)
 {
     pm_event ev = {0};
     ev.type = PM_EVENT_SCAN_ERROR;
-    ev.source = b->output_dir;
+    ev.source = path;
     ev.status = status;
     ev.sys_errno = err;
     if (cb)
         cb(&ev, ud);
 }
 
-/* Create the output root if needed, open it, and prove we can create files in it. */
+static void post_fatal(pm_batch *b, pm_event_cb cb, void *ud, int status, int err)
+{
+    post_fatal_path(b->output_dir, cb, ud, status, err);
+}
+
+/* Create the output root if needed, open it, and prove we can create files in it. A dry run
+ * creates nothing: a missing root is a root with nothing in it yet (*out_fd -1). */
 static int open_output_root(pm_batch *b, int *out_fd, int *sys_errno)
 {
+    *out_fd = -1;
+    if (b->opts.dry_run) {
+        int fd = open(b->output_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0 && errno != ENOENT) {
+            *sys_errno = errno;
+            return PM_ERR_OUTPUT_DIR;
+        }
+        *out_fd = fd;
+        return PM_OK;
+    }
     if (g_mkdir_with_parents(b->output_dir, 0777) != 0) {
         *sys_errno = errno;
         return PM_ERR_OUTPUT_DIR;
@@ -331,6 +498,57 @@ static int open_output_root(pm_batch *b, int *out_fd, int *sys_errno)
     return PM_OK;
 }
 
+/* The content of --profile FILE goes into every output's digest: a changed profile rebuilds. */
+static void hash_profile_file(pm_batch *b)
+{
+    g_strlcpy(b->profile_hash, "-", sizeof(b->profile_hash));
+    if (b->opts.profile != PM_PROFILE_FILE)
+        return;
+    int fd = open(b->profile_file, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0 && pm__hash_fd(fd, b->profile_hash) != 0)
+        g_strlcpy(b->profile_hash, "-", sizeof(b->profile_hash));
+    if (fd >= 0)
+        close(fd);
+}
+
+typedef struct prune_ctx {
+    pm_batch *b;
+    pm_event_cb cb;
+    void *user_data;
+    pm_summary *sum;
+} prune_ctx;
+
+static void on_pruned(const pm__state *st, const int *removed, void *ud)
+{
+    prune_ctx *pc = ud;
+    pm_output *outs = g_new0(pm_output, st->n_outs ? st->n_outs : 1);
+    int n = 0;
+    for (int i = 0; i < st->n_outs; i++) {
+        if (!removed[i])
+            continue;
+        pm_output *o = &outs[n++];
+        o->name = st->outs[i].name;
+        o->path = g_strdup_printf("%s/%s", pc->b->output_dir, st->outs[i].name);
+        o->variant = st->outs[i].variant;
+        o->format = st->outs[i].format;
+        o->width = st->outs[i].width;
+        o->height = st->outs[i].height;
+        o->bytes = st->outs[i].bytes;
+    }
+    pc->sum->pruned += (uint64_t)n;
+    pm_event ev = {0};
+    ev.type = PM_EVENT_PRUNED;
+    ev.source = st->source;
+    ev.n_outputs = n;
+    ev.outputs = outs;
+    ev.output = n ? outs[0].path : NULL;
+    if (pc->cb && pc->cb(&ev, pc->user_data) != 0)
+        pm_batch_cancel(pc->b);
+    for (int i = 0; i < n; i++)
+        g_free((char *)outs[i].path);
+    g_free(outs);
+}
+
 int pm_batch_run(pm_batch *b, pm_event_cb on_event, void *user_data, pm_summary *summary)
 {
     if (!b || b->ran)
@@ -342,31 +560,40 @@ int pm_batch_run(pm_batch *b, pm_event_cb on_event, void *user_data, pm_summary 
     sum.jobs = jobs;
     int err = 0;
     int rootfd = -1;
+    pm__manifest *manifest = NULL;
     int rc = open_output_root(b, &rootfd, &err);
     if (rc != PM_OK) {
         post_fatal(b, on_event, user_data, rc, err);
         goto done;
     }
-    struct stat rst;
-    char *out_real = realpath(b->output_dir, NULL);
-    if (fstat(rootfd, &rst) != 0 || !out_real) {
+    struct stat rst = {0};
+    char *out_real = rootfd >= 0 ? realpath(b->output_dir, NULL) : NULL;
+    if (rootfd >= 0 && (fstat(rootfd, &rst) != 0 || !out_real)) {
         rc = PM_ERR_OUTPUT_DIR;
         post_fatal(b, on_event, user_data, rc, errno);
         free(out_real);
         close(rootfd);
         goto done;
     }
+    b->cwd = g_get_current_dir();
+    hash_profile_file(b);
     b->ctx.opts = &b->opts;
+    b->ctx.variants = b->variants;
+    b->ctx.n_variants = b->n_variants;
+    b->ctx.cwd = b->cwd;
+    b->ctx.profile_hash = b->profile_hash;
     b->ctx.out_rootfd = rootfd;
     b->ctx.out_root = b->output_dir;
-    b->ctx.overlap = outputs_overlap_inputs(b, out_real);
+    b->ctx.overlap = out_real && outputs_overlap_inputs(b, out_real);
     b->ctx.cancel = &b->cancel;
     free(out_real);
     b->scan_cfg.include_hidden = b->opts.include_hidden;
-    b->scan_cfg.have_exclude = 1;
+    b->scan_cfg.have_exclude = rootfd >= 0;
     b->scan_cfg.exclude_dev = rst.st_dev;
     b->scan_cfg.exclude_ino = rst.st_ino;
     b->scan_cfg.cancel = &b->cancel;
+    if (b->manifest_path && !b->opts.dry_run)
+        manifest = pm__manifest_new(b->output_dir);
 
     size_t capacity = b->opts.queue_capacity ? (size_t)b->opts.queue_capacity
                                              : (size_t)(jobs * 4 > 16 ? jobs * 4 : 16);
@@ -380,7 +607,8 @@ int pm_batch_run(pm_batch *b, pm_event_cb on_event, void *user_data, pm_summary 
     if (rc != PM_OK || pthread_mutex_init(&b->live_mu, NULL) != 0) {
         rc = rc != PM_OK ? rc : PM_ERR_THREAD;
         post_fatal(b, on_event, user_data, rc, 0);
-        close(rootfd);
+        if (rootfd >= 0)
+            close(rootfd);
         goto done;
     }
 
@@ -406,7 +634,8 @@ int pm_batch_run(pm_batch *b, pm_event_cb on_event, void *user_data, pm_summary 
     while (pm__queue_pop(b->events, &item) == PM_OK) {
         pm__result *r = item;
         for (int i = 0; i < r->ev.n_outputs; i++)
-            sum.outputs += r->outputs[i].status == PM_OK;
+            sum.outputs += r->outputs[i].status == PM_OK && !r->outputs[i].current &&
+                           r->ev.type != PM_EVENT_PLANNED;
         sum.bytes_out += r->ev.bytes_out;
         switch (r->ev.type) {
         case PM_EVENT_DONE:
@@ -417,12 +646,22 @@ int pm_batch_run(pm_batch *b, pm_event_cb on_event, void *user_data, pm_summary 
             sum.failed++;
             break;
         case PM_EVENT_SKIPPED:
-            sum.skipped++;
+            if (r->ev.status == PM_OK)
+                sum.up_to_date++;
+            else
+                sum.skipped++;
+            break;
+        case PM_EVENT_PLANNED:
+            sum.processed++;
             break;
         case PM_EVENT_SCAN_ERROR:
             sum.scan_errors++;
             break;
+        case PM_EVENT_PRUNED:
+            break;
         }
+        if (manifest)
+            pm__manifest_add(manifest, &r->ev);
         if (on_event && on_event(&r->ev, user_data) != 0)
             pm_batch_cancel(b);
         pm__result_free(r);
@@ -434,10 +673,24 @@ int pm_batch_run(pm_batch *b, pm_event_cb on_event, void *user_data, pm_summary 
 
     pm__waitgroup_destroy(&b->wg);
     pthread_mutex_destroy(&b->live_mu);
-    close(rootfd);
+    /* Prune once every source has been seen: a record whose source is gone takes its outputs
+     * with it. Not after a cancel or a fatal error: the run did not see everything. */
+    if (rc == PM_OK && b->opts.prune && rootfd >= 0 &&
+        !__atomic_load_n(&b->cancel, __ATOMIC_ACQUIRE)) {
+        prune_ctx pc = {b, on_event, user_data, &sum};
+        pm__state_prune(rootfd, b->opts.dry_run, &b->cancel, on_pruned, &pc);
+    }
+    if (rootfd >= 0)
+        close(rootfd);
     if (rc == PM_OK && __atomic_load_n(&b->cancel, __ATOMIC_ACQUIRE))
         rc = PM_ERR_CANCELLED;
+    if (manifest && rc == PM_OK) {
+        rc = pm__manifest_write(manifest, b->manifest_path, &err);
+        if (rc != PM_OK)
+            post_fatal_path(b->manifest_path, on_event, user_data, rc, err);
+    }
 done:
+    pm__manifest_free(manifest);
     sum.wall_seconds = wall_now() - wall0;
     sum.cpu_seconds = cpu_now() - cpu0;
     if (summary)

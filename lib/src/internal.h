@@ -6,6 +6,7 @@
 
 #include <pthread.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 /* ---- queue.c: bounded multi-producer multi-consumer queue of pointers ---- */
@@ -89,9 +90,97 @@ int pm__publish_begin(pm__temp *t, int dirfd, int *sys_errno);
 int pm__publish_commit(pm__temp *t, const char *final_name, int noreplace, int *sys_errno);
 void pm__publish_abort(pm__temp *t);
 
+/* ---- template.c: output names ---- */
+#define PM__TEMPLATE_MAX 1024
+#define PM__STATE_DIR ".pixmill" /* below the output root; with the temps, pixmill's own names */
+enum {
+    PM__TOKEN_STEM = 1u << 0,
+    PM__TOKEN_EXT = 1u << 1,
+    PM__TOKEN_W = 1u << 2,
+    PM__TOKEN_H = 1u << 3,
+    PM__TOKEN_VARIANT = 1u << 4,
+    PM__TOKEN_DIR = 1u << 5,
+    PM__TOKEN_HASH = 1u << 6,
+};
+typedef struct pm__name_vars {
+    const char *stem, *ext, *variant, *dir, *hash;
+    int w, h;
+} pm__name_vars;
+
+/* PM_OK, with the tokens used (PM__TOKEN_* bits) in *tokens when not NULL; or PM_ERR_USAGE
+ * with a reason. */
+int pm__template_check(const char *tmpl, unsigned *tokens, char *why, size_t why_size);
+/* The path below the output root (g_free), or NULL when the result is not a usable name
+ * (it would leave the root, or a component is too long or one of pixmill's own). */
+char *pm__template_expand(const char *tmpl, const pm__name_vars *vars);
+
+/* ---- state.c: what was built from what (one small record per source) ---- */
+#define PM__HASH_HEX 33 /* XXH3-128 in hex, NUL included */
+typedef struct pm__state_out {
+    char *name;    /* below the output root */
+    char *variant; /* its variant's name */
+    char digest[17];
+    pm_format format;
+    int width, height;
+    uint64_t bytes;
+    int64_t mtime_ns;
+    uint64_t ino;
+    char hash[PM__HASH_HEX];
+} pm__state_out;
+
+typedef struct pm__state {
+    char *source; /* absolute path (lexical) when recorded */
+    uint64_t size;
+    int64_t mtime_ns;
+    char hash[PM__HASH_HEX];
+    int width, height; /* upright */
+    int pages;
+    pm_format same;
+    int has_profile; /* a usable ICC profile is embedded */
+    pm__state_out *outs;
+    int n_outs;
+} pm__state;
+
+/* The record's folder below the root and its file name, for a source at out_rel. */
+void pm__state_location(const char *out_rel, const char *source, char **dir_rel, char **name);
+/* 0 and *st filled; -1 when there is none or it cannot be read (then *st is empty). */
+int pm__state_load(int rootfd, const char *dir_rel, const char *name, pm__state *st);
+int pm__state_load_at(int dirfd, const char *name, pm__state *st);
+/* Atomically (temp, fsync, rename). PM_OK or an error with *sys_errno. */
+int pm__state_save(int rootfd, const char *dir_rel, const char *name, const pm__state *st,
+                   int *sys_errno);
+void pm__state_clear(pm__state *st);
+/* XXH3-128 of a whole file, read with pread (the offset does not move). 0 or -1. */
+int pm__hash_fd(int fd, char out[PM__HASH_HEX]);
+int64_t pm__mtime_ns(const struct stat *st);
+/* Does the file at name (below rootfd, never through a link) still hold what o records? Size
+ * must match, then mtime, else the content hash (*refreshed: the mtime moved). strict: only
+ * the very file written (size, mtime, inode), no hash fallback. */
+int pm__state_output_matches(int rootfd, const pm__state_out *o, int strict, int *refreshed);
+
+/* Prune: every record whose source is gone loses its outputs (only files that still match
+ * the record) and itself. cb gets each such source; dry_run removes nothing. */
+typedef void (*pm__prune_cb)(const pm__state *st, const int *removed, void *user_data);
+int pm__state_prune(int rootfd, int dry_run, const int *cancel, pm__prune_cb cb, void *user_data);
+
+/* ---- a batch's variants, resolved (every field set) ---- */
+typedef struct pm__variant {
+    char *name;
+    pm_size size;
+    pm_crop crop;
+    pm_format formats[PM_MAX_FORMATS];
+    int n_formats;
+    int quality;
+    char *name_template;
+} pm__variant;
+
 /* ---- process.c: one source, start to finish ---- */
 typedef struct pm__process_ctx {
     const pm_options *opts;
+    const pm__variant *variants;
+    int n_variants;
+    const char *cwd;          /* to record sources by absolute path */
+    const char *profile_hash; /* content of --profile FILE, for the variants' digests */
     int out_rootfd;
     const char *out_root; /* for display */
     int overlap;          /* output root overlaps an input folder: never replace */
@@ -109,7 +198,7 @@ typedef struct pm__result {
     pm_event ev; /* ev.source, ev.message, ev.output, ev.outputs point into the fields below */
     char *source;
     char *message;
-    pm_output *outputs; /* ev.n_outputs of them; path and message owned */
+    pm_output *outputs; /* ev.n_outputs of them; path, name, variant and message owned */
 } pm__result;
 
 void pm__result_free(pm__result *r);
@@ -122,5 +211,20 @@ void pm__process_job(const pm__process_ctx *ctx, const pm__job *job, pm__result 
 int pm__vips_init(const char *argv0);
 void pm__vips_shutdown(void);
 void pm__vips_thread_shutdown(void);
+
+/* ---- report.c: JSON (json-glib) ---- */
+typedef struct pm__manifest pm__manifest;
+pm__manifest *pm__manifest_new(const char *output_root);
+/* Records a source's event (DONE, SKIPPED up to date, FAILED, PLANNED); others are ignored. */
+void pm__manifest_add(pm__manifest *m, const pm_event *ev);
+/* Sorted by source path, written atomically. PM_OK or PM_ERR_MANIFEST with *sys_errno. */
+int pm__manifest_write(pm__manifest *m, const char *path, int *sys_errno);
+void pm__manifest_free(pm__manifest *m);
+
+/* ---- batch.c ---- */
+/* Resolves opts' variants (sizes, or variants with inherited fields). */
+int pm__variants_resolve(const pm_options *opts, pm__variant *out, int *n, char *why,
+                         size_t why_size);
+void pm__variants_free(pm__variant *v, int n);
 
 #endif

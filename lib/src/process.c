@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <glib.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include <vips/vips.h>
 /* after vips.h: vector.h relies on its macros */
 #include <vips/vector.h>
+#include <xxhash.h>
 
 static double now_seconds(void)
 {
@@ -190,11 +192,11 @@ static int effort_for(int effort, int lo, int hi, int dflt)
 }
 
 static int save(VipsImage *image, VipsTarget *target, pm_format format, const pm_options *o,
-                int strip)
+                int quality, int strip)
 {
     static const VipsForeignSubsample subsample[] = {
         VIPS_FOREIGN_SUBSAMPLE_AUTO, VIPS_FOREIGN_SUBSAMPLE_ON, VIPS_FOREIGN_SUBSAMPLE_OFF};
-    int q = o->quality;
+    int q = quality;
     switch (format) {
     case PM_FORMAT_JPEG:
         return vips_jpegsave_target(image, target, "Q", q ? q : 80, "strip", strip,
@@ -286,25 +288,39 @@ static int flatten_if_needed(VipsImage **image, pm_format format, const unsigned
     return 0;
 }
 
-/* One variant: a size x a resolved format, and what became of it. */
+/* One output of a source: a variant x a resolved format, and what became of it. */
 typedef struct variant {
-    int size_index;
+    int vi; /* into ctx->variants */
     pm_format format;
-    char *final_name;
+    pm_geometry g;
+    char digest[17]; /* of everything that decides this output's bytes */
+    char *name;      /* below the output root */
+    int current;     /* up to date: left as it is */
+    int ours;        /* a file at name is one pixmill made from this source */
+    int alias;       /* same name and digest as an earlier output: made once, reported once */
     pm_output out;
+    pm__state_out rec; /* what the state records once it is written */
 } variant;
 
 typedef struct job_state {
     int fd;
-    int dirfd;
     VipsSource *source;
     VipsImage *header;
     VipsImage *decoded;       /* the one decode, in memory, at the largest size needed */
     int upright_w, upright_h; /* source dimensions after EXIF orientation */
-    int has_profile;          /* an ICC profile is embedded */
+    int has_profile;          /* a usable ICC profile is embedded */
     int pages;                /* frames or pages in the source */
-    variant v[PM_MAX_SIZES * PM_MAX_FORMATS];
+    pm_format same;           /* what "same" means for this source */
+    char hash[PM__HASH_HEX];  /* of the source's bytes */
+    int decode_w, decode_h;   /* the one decode's size */
+    int all_pages;            /* decode every frame */
+    variant v[PM_MAX_VARIANTS * PM_MAX_FORMATS];
     int n;
+    pm__state old; /* the record from the last run, if any */
+    int have_old;
+    char *state_dir, *state_name;
+    int dirfd;     /* the output folder last opened */
+    char *dir_rel; /* and its path below the root */
 } job_state;
 
 static void job_state_release(job_state *s)
@@ -316,8 +332,14 @@ static void job_state_release(job_state *s)
         close(s->dirfd);
     if (s->fd >= 0)
         close(s->fd);
-    for (int i = 0; i < s->n; i++)
-        g_free(s->v[i].final_name);
+    for (int i = 0; i < s->n; i++) {
+        g_free(s->v[i].name);
+        g_free((char *)s->v[i].out.message);
+    }
+    pm__state_clear(&s->old);
+    g_free(s->state_dir);
+    g_free(s->state_name);
+    g_free(s->dir_rel);
 }
 
 void pm__result_link(pm__result *r)
@@ -334,6 +356,8 @@ void pm__result_free(pm__result *r)
         return;
     for (int i = 0; i < r->ev.n_outputs; i++) {
         g_free((char *)r->outputs[i].path);
+        g_free((char *)r->outputs[i].name);
+        g_free((char *)r->outputs[i].variant);
         g_free((char *)r->outputs[i].message);
     }
     g_free(r->outputs);
@@ -359,38 +383,33 @@ static void fail_output(variant *v, int status, int err, char *text)
     v->out.message = text;
 }
 
-/* Every size x format, with 'same' resolved for this source; a pair that resolves to one we
- * already have (say -f same -f jpeg on a JPEG) is made once. */
-static void plan_variants(const pm_options *o, pm_format same, const char *out_rel, job_state *s)
+/* The output folder of a name, opened (and created unless dry_run), cached across outputs. */
+static int output_dir(const pm__process_ctx *ctx, job_state *s, const char *name, int *err)
 {
-    const char *slash = strrchr(out_rel, '/');
-    const char *stem = slash ? slash + 1 : out_rel;
-    for (int i = 0; i < o->n_sizes; i++) {
-        char label[32] = "";
-        if (o->n_sizes > 1) {
-            label[0] = '-';
-            pm_size_label(&o->sizes[i], label + 1, sizeof(label) - 1);
-        }
-        for (int j = 0; j < o->n_formats; j++) {
-            pm_format f = o->formats[j] == PM_FORMAT_SAME ? same : o->formats[j];
-            int dup = 0;
-            for (int k = 0; k < s->n && !dup; k++)
-                dup = s->v[k].size_index == i && s->v[k].format == f;
-            if (dup)
-                continue;
-            variant *v = &s->v[s->n++];
-            v->size_index = i;
-            v->format = f;
-            v->final_name = g_strdup_printf("%s%s.%s", stem, label, pm_format_extension(f));
-            v->out.format = f;
-            v->out.size_index = i;
-        }
+    const char *slash = strrchr(name, '/');
+    char *rel = slash ? g_strndup(name, (gsize)(slash - name)) : g_strdup("");
+    if (s->dirfd >= 0 && strcmp(rel, s->dir_rel) == 0) {
+        g_free(rel);
+        return PM_OK;
     }
+    if (s->dirfd >= 0)
+        close(s->dirfd);
+    s->dirfd = -1;
+    g_free(s->dir_rel);
+    s->dir_rel = rel;
+    return pm__publish_open_dir(ctx->out_rootfd, rel, &s->dirfd, err);
+}
+
+static const char *base_name(const char *name)
+{
+    const char *slash = strrchr(name, '/');
+    return slash ? slash + 1 : name;
 }
 
 /* Encode one image into one variant's temp file and publish it. */
 static void write_variant(const pm__process_ctx *ctx, job_state *s, variant *v, VipsImage *image)
 {
+    const pm__variant *pv = &ctx->variants[v->vi];
     int err = 0;
     VipsImage *img = image;
     g_object_ref(img);
@@ -403,13 +422,19 @@ static void write_variant(const pm__process_ctx *ctx, job_state *s, variant *v, 
         fail_output(v, PM_ERR_ENCODE, 0, take_vips_error());
         goto out;
     }
-    int rc = pm__publish_begin(&temp, s->dirfd, &err);
+    int rc = output_dir(ctx, s, v->name, &err);
+    if (rc != PM_OK) {
+        fail_output(v, rc, err, g_strdup("cannot create the output folder"));
+        goto out;
+    }
+    rc = pm__publish_begin(&temp, s->dirfd, &err);
     if (rc != PM_OK) {
         fail_output(v, rc, err, g_strdup("cannot create a temporary file"));
         goto out;
     }
     target = vips_target_new_to_descriptor(temp.fd); /* dups the descriptor */
-    if (!target || save(img, target, v->format, ctx->opts, keep == PM_KEEP_NONE) != 0) {
+    if (!target ||
+        save(img, target, v->format, ctx->opts, pv->quality, keep == PM_KEEP_NONE) != 0) {
         fail_output(v, PM_ERR_ENCODE, 0, take_vips_error());
         goto out;
     }
@@ -419,7 +444,13 @@ static void write_variant(const pm__process_ctx *ctx, job_state *s, variant *v, 
         fail_output(v, PM_ERR_ENCODE, errno, g_strdup("encoder wrote nothing"));
         goto out;
     }
-    rc = pm__publish_commit(&temp, v->final_name, ctx->overlap, &err);
+    if (pm__hash_fd(temp.fd, v->rec.hash) != 0) {
+        fail_output(v, PM_ERR_WRITE, errno, NULL);
+        goto out;
+    }
+    /* Where the output folder overlaps the inputs, only a file this source made before may be
+     * replaced. */
+    rc = pm__publish_commit(&temp, base_name(v->name), ctx->overlap && !v->ours, &err);
     if (rc != PM_OK) {
         fail_output(v, rc, err, NULL);
         goto out;
@@ -427,6 +458,9 @@ static void write_variant(const pm__process_ctx *ctx, job_state *s, variant *v, 
     v->out.bytes = (uint64_t)tst.st_size;
     v->out.width = img->Xsize;
     v->out.height = img->Ysize;
+    v->rec.bytes = v->out.bytes;
+    v->rec.mtime_ns = pm__mtime_ns(&tst); /* rename keeps it */
+    v->rec.ino = (uint64_t)tst.st_ino;
 out:
     VIPS_UNREF(target);
     if (temp.fd >= 0 || temp.name[0])
@@ -435,20 +469,22 @@ out:
 }
 
 /* Refuse up front, before decoding: an existing output that is this very input (same inode,
- * any name), or any existing file where the output folder overlaps the inputs. Returns the
- * number of variants still to make. */
+ * any name), or, where the output folder overlaps the inputs, any existing file this source
+ * did not make. Returns the number of outputs still to make. */
 static int refuse_existing(const pm__process_ctx *ctx, job_state *s, const struct stat *src)
 {
     int todo = 0;
     for (int i = 0; i < s->n; i++) {
         struct stat ost;
         variant *v = &s->v[i];
-        if (fstatat(s->dirfd, v->final_name, &ost, AT_SYMLINK_NOFOLLOW) == 0) {
+        if (v->current || v->alias || v->out.status != PM_OK)
+            continue;
+        if (fstatat(ctx->out_rootfd, v->name, &ost, AT_SYMLINK_NOFOLLOW) == 0) {
             if (ost.st_dev == src->st_dev && ost.st_ino == src->st_ino) {
                 fail_output(v, PM_ERR_OUTPUT_IS_INPUT, 0, NULL);
                 continue;
             }
-            if (ctx->overlap) {
+            if (ctx->overlap && !v->ours) {
                 fail_output(v, PM_ERR_OUTPUT_EXISTS, 0, NULL);
                 continue;
             }
@@ -458,11 +494,9 @@ static int refuse_existing(const pm__process_ctx *ctx, job_state *s, const struc
     return todo;
 }
 
-/* Open, check the header, decode once into memory at the largest size needed. */
-static int open_and_decode(const pm__process_ctx *ctx, const pm__job *job, job_state *s,
-                           pm__result *r, struct stat *st, pm_format *same)
+/* Open the source and check it is a non-empty regular file. */
+static int open_source(const pm__job *job, job_state *s, pm__result *r, struct stat *st)
 {
-    const pm_options *o = ctx->opts;
     int flags =
         O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | (job->explicit_file ? 0 : O_NOFOLLOW);
     s->fd = open(job->source, flags);
@@ -484,6 +518,14 @@ static int open_and_decode(const pm__process_ctx *ctx, const pm__job *job, job_s
         fail(r, PM_ERR_UNKNOWN_FORMAT, 0, g_strdup("empty file"));
         return -1;
     }
+    return 0;
+}
+
+/* Sniff the format and read the header (lazy: no pixel decoded); the pixel cap is checked
+ * here, before any decoding. */
+static int read_header(const pm__process_ctx *ctx, job_state *s, pm__result *r)
+{
+    const pm_options *o = ctx->opts;
     s->source = vips_source_new_from_descriptor(s->fd); /* dups the descriptor */
     if (!s->source) {
         fail(r, PM_ERR_IO, 0, take_vips_error());
@@ -500,7 +542,6 @@ static int open_and_decode(const pm__process_ctx *ctx, const pm__job *job, job_s
         fail(r, PM_ERR_BLOCKED, 0, g_strdup_printf("loader %s", nickname));
         return -1;
     }
-    /* Header only (lazy): the pixel cap is checked before any pixel is decoded. */
     s->header = vips_image_new_from_source(s->source, "", "access", VIPS_ACCESS_SEQUENTIAL, NULL);
     if (!s->header) {
         fail(r, PM_ERR_DECODE, 0, take_vips_error());
@@ -518,7 +559,7 @@ static int open_and_decode(const pm__process_ctx *ctx, const pm__job *job, job_s
                              w, h, pages, o->max_pixels));
         return -1;
     }
-    *same = format_for_loader(nickname, s->header);
+    s->same = format_for_loader(nickname, s->header);
     s->has_profile = usable_profile(s->header);
     int swap = !o->no_rotate && vips_image_get_orientation_swap(s->header);
     s->upright_w = swap ? s->header->Ysize : s->header->Xsize;
@@ -526,14 +567,178 @@ static int open_and_decode(const pm__process_ctx *ctx, const pm__job *job, job_s
     return 0;
 }
 
-static void geometry_for(const pm_options *o, const job_state *s, int size_index, pm_geometry *g)
-{
-    pm_geometry_compute(&o->sizes[size_index], o->fit, o->auto_swap, s->upright_w, s->upright_h, g);
-}
-
 static int is_animated_format(pm_format f)
 {
     return f == PM_FORMAT_GIF || f == PM_FORMAT_WEBP;
+}
+
+static const char *export_profile_for(const pm_options *o, int has_profile)
+{
+    switch (o->profile) {
+    case PM_PROFILE_SRGB:
+        return has_profile ? "srgb" : NULL;
+    case PM_PROFILE_P3:
+        return "p3";
+    case PM_PROFILE_FILE:
+        return o->profile_file;
+    case PM_PROFILE_KEEP:
+    default:
+        return NULL;
+    }
+}
+
+/* Everything that decides one output's bytes, hashed: versions, the decode, the geometry and
+ * the encoder settings this format uses (a new JPEG quality does not rebuild PNGs). Not the
+ * variant's name or size spec: two sizes that come out alike (1280 and 640 of a 500-pixel
+ * source) are one output. */
+static void digest_for(const pm__process_ctx *ctx, const job_state *s, variant *v)
+{
+    const pm_options *o = ctx->opts;
+    const pm__variant *pv = &ctx->variants[v->vi];
+    const char *ep = export_profile_for(o, s->has_profile);
+    pm_format f = v->format;
+    int lossy =
+        f == PM_FORMAT_JPEG || f == PM_FORMAT_WEBP || f == PM_FORMAT_AVIF || f == PM_FORMAT_HEIF;
+    int heif = f == PM_FORMAT_AVIF || f == PM_FORMAT_HEIF;
+    int pads = v->g.width > v->g.resize_width || v->g.height > v->g.resize_height;
+    int crops = v->g.width < v->g.resize_width || v->g.height < v->g.resize_height;
+    GString *t = g_string_new(NULL);
+    g_string_append_printf(t, "pixmill %s|vips %s|decode %dx%d pages %d fail_on %d rotate %d",
+                           PM_VERSION_STRING, vips_version_string(), s->decode_w, s->decode_h,
+                           s->all_pages, (int)o->fail_on, !o->no_rotate);
+    g_string_append_printf(
+        t, "|profile %d %s %s intent %d|geometry %d %d %d %d|format %d keep %u", (int)o->profile,
+        ep ? ep : "-", o->profile == PM_PROFILE_FILE ? ctx->profile_hash : "-", (int)o->intent,
+        v->g.resize_width, v->g.resize_height, v->g.width, v->g.height, (int)f, o->keep);
+    if (crops)
+        g_string_append_printf(t, "|crop %d", (int)pv->crop);
+    if (pads || f == PM_FORMAT_JPEG)
+        g_string_append_printf(t, "|bg %02x%02x%02x%02x", o->background[0], o->background[1],
+                               o->background[2], o->background[3]);
+    if (lossy)
+        g_string_append_printf(t, "|q %d", pv->quality);
+    if (f != PM_FORMAT_JPEG && f != PM_FORMAT_TIFF)
+        g_string_append_printf(t, "|effort %d", o->effort);
+    if (f == PM_FORMAT_WEBP || heif)
+        g_string_append_printf(t, "|lossless %d", o->lossless);
+    if (f == PM_FORMAT_JPEG || f == PM_FORMAT_PNG || f == PM_FORMAT_GIF)
+        g_string_append_printf(t, "|progressive %d", o->progressive);
+    if (f == PM_FORMAT_JPEG || f == PM_FORMAT_WEBP || heif)
+        g_string_append_printf(t, "|subsample %d", (int)o->subsample);
+    if (f == PM_FORMAT_PNG)
+        g_string_append_printf(t, "|palette %d", o->palette);
+    if (is_animated_format(f))
+        g_string_append_printf(t, "|animated %d", o->animated);
+    g_snprintf(v->digest, sizeof(v->digest), "%016" G_GINT64_MODIFIER "x",
+               (guint64)XXH3_64bits(t->str, t->len));
+    g_string_free(t, TRUE);
+}
+
+/* Every variant x format for this source, with 'same' resolved; geometry, the one decode's
+ * size, digests and names. Two outputs with one name: the same digest makes them one output,
+ * a different digest fails the later one. */
+static void plan_outputs(const pm__process_ctx *ctx, const pm__job *job, job_state *s)
+{
+    const pm_options *o = ctx->opts;
+    double scale = 0;
+    s->n = 0;
+    for (int i = 0; i < ctx->n_variants; i++) {
+        const pm__variant *pv = &ctx->variants[i];
+        pm_geometry g;
+        pm_geometry_compute(&pv->size, o->fit, o->auto_swap, s->upright_w, s->upright_h, &g);
+        scale = MAX(scale, MAX((double)g.resize_width / s->upright_w,
+                               (double)g.resize_height / s->upright_h));
+        for (int j = 0; j < pv->n_formats; j++) {
+            variant *v = &s->v[s->n++];
+            memset(v, 0, sizeof(*v));
+            v->vi = i;
+            v->format = pv->formats[j] == PM_FORMAT_SAME ? s->same : pv->formats[j];
+            v->g = g;
+        }
+    }
+    /* One decode at the largest scale any output needs, straight to exact dimensions. */
+    s->decode_w = MAX(1, (int)(s->upright_w * scale + 0.5));
+    s->decode_h = MAX(1, (int)(s->upright_h * scale + 0.5));
+    s->all_pages = 0;
+    for (int k = 0; k < s->n && o->animated && s->pages > 1; k++)
+        s->all_pages |= is_animated_format(s->v[k].format);
+
+    const char *slash = strrchr(job->out_rel, '/');
+    char *dir = slash ? g_strndup(job->out_rel, (gsize)(slash - job->out_rel)) : g_strdup("");
+    const char *stem = slash ? slash + 1 : job->out_rel;
+    for (int k = 0; k < s->n; k++) {
+        variant *v = &s->v[k];
+        const pm__variant *pv = &ctx->variants[v->vi];
+        digest_for(ctx, s, v);
+        char hash[16], *both = g_strconcat(s->hash, v->digest, NULL);
+        g_snprintf(hash, sizeof(hash), "%010" G_GINT64_MODIFIER "x",
+                   (guint64)(XXH3_64bits(both, strlen(both)) & 0xFFFFFFFFFFull));
+        g_free(both);
+        pm__name_vars vars = {
+            stem, pm_format_extension(v->format), pv->name, dir, hash, v->g.width, v->g.height};
+        v->name = pm__template_expand(pv->name_template, &vars);
+        v->out.format = v->format;
+        v->out.size_index = v->vi;
+        v->out.width = v->g.width;
+        v->out.height = v->g.height;
+        if (!v->name) {
+            fail_output(v, PM_ERR_NAME, 0,
+                        g_strdup_printf("template '%s' gives no usable name for this source",
+                                        pv->name_template));
+            continue;
+        }
+        for (int e = 0; e < k; e++) {
+            variant *w = &s->v[e];
+            if (!w->name || w->alias || strcmp(w->name, v->name) != 0)
+                continue;
+            if (strcmp(w->digest, v->digest) == 0)
+                v->alias = 1;
+            else
+                fail_output(v, PM_ERR_NAME, 0,
+                            g_strdup_printf("variant %s gives the same name as variant %s",
+                                            pv->name, ctx->variants[w->vi].name));
+            break;
+        }
+    }
+    g_free(dir);
+}
+
+/* Which outputs are current: recorded for this source with the same digest, and the file
+ * still holds what was written. Returns how many outputs still need making. Also marks files
+ * the record says are ours (they may be replaced even where outputs overlap inputs). */
+static int mark_current(const pm__process_ctx *ctx, job_state *s, int *refreshed_any)
+{
+    int todo = 0;
+    for (int k = 0; k < s->n; k++) {
+        variant *v = &s->v[k];
+        if (v->alias || v->out.status != PM_OK)
+            continue;
+        for (int i = 0; s->have_old && i < s->old.n_outs; i++) {
+            pm__state_out *rec = &s->old.outs[i];
+            if (strcmp(rec->name, v->name) != 0)
+                continue;
+            int refreshed = 0;
+            v->ours = pm__state_output_matches(ctx->out_rootfd, rec, 0, &refreshed);
+            if (v->ours && strcmp(rec->digest, v->digest) == 0 && !ctx->opts->force) {
+                v->current = 1;
+                v->rec = *rec; /* borrowed strings: only scalars are used */
+                v->out.bytes = rec->bytes;
+                v->out.width = rec->width;
+                v->out.height = rec->height;
+                if (refreshed) {
+                    struct stat sb;
+                    if (fstatat(ctx->out_rootfd, rec->name, &sb, AT_SYMLINK_NOFOLLOW) == 0) {
+                        v->rec.mtime_ns = pm__mtime_ns(&sb);
+                        v->rec.ino = (uint64_t)sb.st_ino;
+                    }
+                    *refreshed_any = 1;
+                }
+            }
+            break;
+        }
+        todo += !v->current;
+    }
+    return todo;
 }
 
 static int decode_once(const pm__process_ctx *ctx, job_state *s, pm__result *r)
@@ -542,53 +747,28 @@ static int decode_once(const pm__process_ctx *ctx, job_state *s, pm__result *r)
      * (size=force: the shrink is worked out per axis, so no later one-pixel stretch shifts the
      * image); every output is derived from it. */
     const pm_options *o = ctx->opts;
-    double scale = 0;
-    for (int i = 0; i < o->n_sizes; i++) {
-        pm_geometry g;
-        geometry_for(o, s, i, &g);
-        scale = MAX(scale, MAX((double)g.resize_width / s->upright_w,
-                               (double)g.resize_height / s->upright_h));
-    }
-    int width = MAX(1, (int)(s->upright_w * scale + 0.5));
-    int height = MAX(1, (int)(s->upright_h * scale + 0.5));
     VipsImage *thumb = NULL;
-    /* Every frame only when an animated output wants them (the pixel cap counted them all). */
-    int all_pages = 0;
-    for (int k = 0; k < s->n && o->animated && s->pages > 1; k++)
-        all_pages |= is_animated_format(s->v[k].format);
-    /* fail_on is ignored by vips_thumbnail_source() itself (libvips #5195): pass it to the
+    /* Every frame only when an animated output wants them (the pixel cap counted them all).
+     * fail_on is ignored by vips_thumbnail_source() itself (libvips #5195): pass it to the
      * loader through the option string. */
     char *load_options =
-        g_strdup_printf("%s%s", all_pages ? "n=-1," : "", fail_on_string(o->fail_on));
+        g_strdup_printf("%s%s", s->all_pages ? "n=-1," : "", fail_on_string(o->fail_on));
     /* export_profile: an embedded profile (Display P3, Adobe RGB, CMYK) is used to convert to
      * the output space. Without it libvips 8.14 only relabels the numbers, and since sRGB
      * outputs carry no profile a P3 photo came out desaturated: 200,30,30 red became 184,50,41.
      * It costs about 15 ms an image even with no profile to apply, so for sRGB output only when
      * one is embedded. */
-    const char *export_profile = NULL;
-    switch (o->profile) {
-    case PM_PROFILE_SRGB:
-        export_profile = s->has_profile ? "srgb" : NULL;
-        break;
-    case PM_PROFILE_P3:
-        export_profile = "p3";
-        break;
-    case PM_PROFILE_FILE:
-        export_profile = o->profile_file;
-        break;
-    case PM_PROFILE_KEEP:
-        break;
-    }
+    const char *export_profile = export_profile_for(o, s->has_profile);
     static const VipsIntent intents[] = {VIPS_INTENT_RELATIVE, VIPS_INTENT_PERCEPTUAL,
                                          VIPS_INTENT_SATURATION, VIPS_INTENT_ABSOLUTE};
     int rc;
     if (export_profile)
-        rc = vips_thumbnail_source(s->source, &thumb, width, "height", height, "size",
+        rc = vips_thumbnail_source(s->source, &thumb, s->decode_w, "height", s->decode_h, "size",
                                    VIPS_SIZE_FORCE, "no_rotate", o->no_rotate, "intent",
                                    intents[o->intent], "export_profile", export_profile,
                                    "option_string", load_options, NULL);
     else
-        rc = vips_thumbnail_source(s->source, &thumb, width, "height", height, "size",
+        rc = vips_thumbnail_source(s->source, &thumb, s->decode_w, "height", s->decode_h, "size",
                                    VIPS_SIZE_FORCE, "no_rotate", o->no_rotate, "intent",
                                    intents[o->intent], "option_string", load_options, NULL);
     g_free(load_options);
@@ -621,7 +801,6 @@ static int decode_once(const pm__process_ctx *ctx, job_state *s, pm__result *r)
     return 0;
 }
 
-/* What fit=cover keeps of a resized image. */
 static int crop_to(VipsImage *in, VipsImage **out, int w, int h, pm_crop crop)
 {
     if (crop == PM_CROP_ATTENTION || crop == PM_CROP_ENTROPY)
@@ -695,10 +874,13 @@ static int pad_to(VipsImage *in, VipsImage **out, int w, int h, const unsigned c
 /* The image for one size x format, derived from the one decode (already upright: never rotate
  * again): resized to the geometry pixmill computed (the decode itself when it already has
  * that size), then cropped or padded. */
-static VipsImage *image_for(const pm_options *o, job_state *s, int size_index, pm_format format)
+
+/* The image for one output, derived from the one decode (already upright: never rotate
+ * again): resized to the geometry pixmill computed (the decode itself when it already has
+ * that size), then cropped or padded. */
+static VipsImage *image_for(const pm__process_ctx *ctx, job_state *s, const variant *v)
 {
-    pm_geometry g;
-    geometry_for(o, s, size_index, &g);
+    const pm_geometry g = v->g;
     VipsImage *base = s->decoded, *img = NULL, *t = NULL;
     g_object_ref(base);
     /* An animated decode is a strip of frames: GIF and WebP outputs keep them all (resized
@@ -706,7 +888,7 @@ static VipsImage *image_for(const pm_options *o, job_state *s, int size_index, p
      * first frame. */
     int page_h = vips_image_get_page_height(base);
     int crop_or_pad = g.width != g.resize_width || g.height != g.resize_height;
-    if (page_h < base->Ysize && (!is_animated_format(format) || crop_or_pad)) {
+    if (page_h < base->Ysize && (!is_animated_format(v->format) || crop_or_pad)) {
         if (vips_crop(base, &t, 0, 0, base->Xsize, page_h, NULL) != 0) {
             g_object_unref(base);
             return NULL;
@@ -727,34 +909,41 @@ static VipsImage *image_for(const pm_options *o, job_state *s, int size_index, p
     if (!crop_or_pad)
         return img;
     int rc = (g.width <= g.resize_width && g.height <= g.resize_height)
-                 ? crop_to(img, &t, g.width, g.height, o->crop)
-                 : pad_to(img, &t, g.width, g.height, o->background, format);
+                 ? crop_to(img, &t, g.width, g.height, ctx->variants[v->vi].crop)
+                 : pad_to(img, &t, g.width, g.height, ctx->opts->background, v->format);
     g_object_unref(img);
     return rc == 0 ? t : NULL;
 }
 
-static void collect(const pm__process_ctx *ctx, const pm__job *job, job_state *s, pm__result *r)
+/* The event: every output but aliases, with the outcome of the source. */
+static void collect(const pm__process_ctx *ctx, job_state *s, pm__result *r)
 {
-    const char *slash = strrchr(job->out_rel, '/');
-    int dir_len = slash ? (int)(slash - job->out_rel) : 0;
     r->outputs = g_new0(pm_output, s->n ? s->n : 1);
-    r->ev.n_outputs = s->n;
-    int failed = -1;
+    int n = 0, failed = -1, all_current = s->n > 0;
     for (int i = 0; i < s->n; i++) {
         variant *v = &s->v[i];
-        r->outputs[i] = v->out;
-        r->outputs[i].path = g_strdup_printf("%s/%.*s%s%s", ctx->out_root, dir_len, job->out_rel,
-                                             dir_len ? "/" : "", v->final_name);
+        if (v->alias)
+            continue;
+        pm_output *out = &r->outputs[n];
+        *out = v->out;
+        out->name = g_strdup(v->name ? v->name : "");
+        out->path = g_strdup_printf("%s/%s", ctx->out_root, out->name);
+        out->variant = g_strdup(ctx->variants[v->vi].name);
+        out->current = v->current;
         v->out.message = NULL; /* moved */
-        if (r->ev.type == PM_EVENT_FAILED && v->out.status == PM_OK) {
-            r->outputs[i].status = r->ev.status; /* the source failed: nothing was written */
-            r->outputs[i].sys_errno = r->ev.sys_errno;
+        if (r->ev.type == PM_EVENT_FAILED && out->status == PM_OK && !v->current) {
+            out->status = r->ev.status; /* the source failed: nothing was written */
+            out->sys_errno = r->ev.sys_errno;
         }
-        r->ev.bytes_out += v->out.bytes;
-        if (v->out.status != PM_OK && failed < 0)
-            failed = i;
+        if (!v->current)
+            r->ev.bytes_out += out->bytes;
+        all_current &= v->current;
+        if (out->status != PM_OK && failed < 0)
+            failed = n;
+        n++;
     }
-    if (s->n > 0) {
+    r->ev.n_outputs = n;
+    if (n > 0) {
         r->ev.width = r->outputs[0].width;
         r->ev.height = r->outputs[0].height;
     }
@@ -767,51 +956,137 @@ static void collect(const pm__process_ctx *ctx, const pm__job *job, job_state *s
         r->message = g_strdup_printf("%s%s%s", r->outputs[failed].path,
                                      r->outputs[failed].message ? ": " : "",
                                      r->outputs[failed].message ? r->outputs[failed].message : "");
+    } else if (all_current) {
+        r->ev.type = PM_EVENT_SKIPPED; /* status PM_OK: up to date */
+        r->ev.status = PM_OK;
     } else {
-        r->ev.type = PM_EVENT_DONE;
+        r->ev.type = ctx->opts->dry_run ? PM_EVENT_PLANNED : PM_EVENT_DONE;
         r->ev.status = PM_OK;
     }
+}
+
+/* Writes this source's record: what it is, and every output that holds what pixmill wrote
+ * (made now, current, or made earlier for an option set no longer asked for). */
+static int save_state(const pm__process_ctx *ctx, const pm__job *job, job_state *s,
+                      const struct stat *st, int *err)
+{
+    pm__state ns = {0};
+    ns.source = g_canonicalize_filename(job->source, ctx->cwd);
+    ns.size = (uint64_t)st->st_size;
+    ns.mtime_ns = pm__mtime_ns(st);
+    g_strlcpy(ns.hash, s->hash, sizeof(ns.hash));
+    ns.width = s->upright_w;
+    ns.height = s->upright_h;
+    ns.pages = s->pages;
+    ns.same = s->same;
+    ns.has_profile = s->has_profile;
+    ns.outs = g_new0(pm__state_out, (gsize)s->n + (gsize)s->old.n_outs + 1);
+    for (int i = 0; i < s->n; i++) {
+        variant *v = &s->v[i];
+        if (v->alias || v->out.status != PM_OK || !v->name)
+            continue;
+        pm__state_out *o = &ns.outs[ns.n_outs++];
+        *o = v->rec;
+        o->name = v->name;
+        o->variant = ctx->variants[v->vi].name;
+        g_strlcpy(o->digest, v->digest, sizeof(o->digest));
+        o->format = v->format;
+        o->width = v->out.width;
+        o->height = v->out.height;
+    }
+    int made = ns.n_outs;
+    for (int i = 0; s->have_old && i < s->old.n_outs; i++) {
+        pm__state_out *rec = &s->old.outs[i];
+        int taken = 0, refreshed;
+        for (int k = 0; k < made && !taken; k++)
+            taken = strcmp(ns.outs[k].name, rec->name) == 0;
+        if (!taken && pm__state_output_matches(ctx->out_rootfd, rec, 0, &refreshed))
+            ns.outs[ns.n_outs++] = *rec;
+    }
+    int rc = pm__state_save(ctx->out_rootfd, s->state_dir, s->state_name, &ns, err);
+    g_free(ns.outs); /* the strings are borrowed */
+    g_free(ns.source);
+    return rc;
 }
 
 void pm__process_job(const pm__process_ctx *ctx, const pm__job *job, pm__result *r)
 {
     const pm_options *o = ctx->opts;
     double t0 = now_seconds();
-    job_state s = {.fd = -1, .dirfd = -1};
+    job_state s = {.fd = -1, .dirfd = -1, .same = PM_FORMAT_PNG};
     struct stat st;
-    pm_format same = PM_FORMAT_PNG;
-    int err = 0;
+    int err = 0, need_save = 0, have_header = 0, refreshed = 0;
 
     memset(r, 0, sizeof(*r));
     r->source = g_strdup(job->source);
     r->ev.type = PM_EVENT_DONE;
-    if (open_and_decode(ctx, job, &s, r, &st, &same) != 0)
+    if (open_source(job, &s, r, &st) != 0)
         goto out;
-    plan_variants(o, same, job->out_rel, &s);
-    const char *slash = strrchr(job->out_rel, '/');
-    char *dir_rel = slash ? g_strndup(job->out_rel, (gsize)(slash - job->out_rel)) : g_strdup("");
-    int rc = pm__publish_open_dir(ctx->out_rootfd, dir_rel, &s.dirfd, &err);
-    g_free(dir_rel);
-    if (rc != PM_OK) {
-        fail(r, rc, err, g_strdup("cannot create the output folder"));
-        goto out;
-    }
-    if (refuse_existing(ctx, &s, &st) == 0 || decode_once(ctx, &s, r) != 0)
-        goto out;
-    for (int k = 0; k < s.n; k++) {
-        variant *v = &s.v[k];
-        if (v->out.status != PM_OK)
-            continue;
-        VipsImage *img = image_for(o, &s, v->size_index, v->format);
-        if (!img) {
-            fail_output(v, PM_ERR_ENCODE, 0, take_vips_error());
-            continue;
+    pm__state_location(job->out_rel, job->source, &s.state_dir, &s.state_name);
+    s.have_old = pm__state_load(ctx->out_rootfd, s.state_dir, s.state_name, &s.old) == 0;
+
+    /* The source is as recorded when size and mtime match, or size and content (a fresh
+     * clone resets mtimes): then its header need not be read to know what it makes. */
+    int have_hash = 0, fresh = 0;
+    if (s.have_old && s.old.size == (uint64_t)st.st_size) {
+        if (s.old.mtime_ns == pm__mtime_ns(&st)) {
+            fresh = 1;
+        } else if (pm__hash_fd(s.fd, s.hash) == 0) {
+            have_hash = 1;
+            fresh = strcmp(s.hash, s.old.hash) == 0;
+            need_save = fresh; /* record the new mtime: no hashing next time */
         }
-        write_variant(ctx, &s, v, img);
-        g_object_unref(img);
     }
+    if (fresh) {
+        g_strlcpy(s.hash, s.old.hash, sizeof(s.hash));
+        s.upright_w = s.old.width;
+        s.upright_h = s.old.height;
+        s.pages = s.old.pages;
+        s.same = s.old.same;
+        s.has_profile = s.old.has_profile;
+        r->ev.source_width = s.old.width;
+        r->ev.source_height = s.old.height;
+        char *abs = g_canonicalize_filename(job->source, ctx->cwd);
+        need_save |= strcmp(abs, s.old.source) != 0; /* the tree moved: prune must know */
+        g_free(abs);
+    } else {
+        if (read_header(ctx, &s, r) != 0)
+            goto out;
+        have_header = 1;
+        if (!have_hash && pm__hash_fd(s.fd, s.hash) != 0) {
+            fail(r, PM_ERR_IO, errno, g_strdup("cannot read the whole file"));
+            goto out;
+        }
+        need_save = 1;
+    }
+    plan_outputs(ctx, job, &s);
+    int todo = mark_current(ctx, &s, &refreshed);
+    need_save |= refreshed;
+    if (o->dry_run)
+        goto out;
+    if (todo > 0) {
+        if (!have_header && read_header(ctx, &s, r) != 0)
+            goto out;
+        if (refuse_existing(ctx, &s, &st) > 0 && decode_once(ctx, &s, r) == 0) {
+            for (int k = 0; k < s.n; k++) {
+                variant *v = &s.v[k];
+                if (v->current || v->alias || v->out.status != PM_OK)
+                    continue;
+                VipsImage *img = image_for(ctx, &s, v);
+                if (!img) {
+                    fail_output(v, PM_ERR_ENCODE, 0, take_vips_error());
+                    continue;
+                }
+                write_variant(ctx, &s, v, img);
+                g_object_unref(img);
+                need_save |= v->out.status == PM_OK;
+            }
+        }
+    }
+    if (need_save && r->ev.type != PM_EVENT_FAILED && save_state(ctx, job, &s, &st, &err) != PM_OK)
+        fail(r, PM_ERR_STATE, err, g_strdup("the output is made but will be rebuilt next time"));
 out:
-    collect(ctx, job, &s, r);
+    collect(ctx, &s, r);
     job_state_release(&s);
     r->ev.seconds = now_seconds() - t0;
     pm__result_link(r);

@@ -67,7 +67,7 @@ int pm__publish_begin(pm__temp *t, int dirfd, int *sys_errno)
         }
         snprintf(t->name, sizeof(t->name), "%s%02x%02x%02x%02x%02x%02x%02x%02x%s", PM__TEMP_PREFIX,
                  rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7], PM__TEMP_SUFFIX);
-        t->fd = openat(dirfd, t->name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+        t->fd = openat(dirfd, t->name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
         if (t->fd >= 0)
             return PM_OK;
         if (errno != EEXIST)

@@ -386,7 +386,8 @@ static int count_hits;
 static int count_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
     (void)st;
-    if (flag == FTW_F && strstr(path + ftw->base, count_needle))
+    /* pixmill's own build state (.pixmill/) is not an output */
+    if (flag == FTW_F && strstr(path + ftw->base, count_needle) && !strstr(path, "/.pixmill/"))
         count_hits++;
     return 0;
 }

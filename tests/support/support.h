@@ -56,7 +56,8 @@ const char *pmt_pixmill(void); /* $PIXMILL_BIN */
 int pmt_pixmill_run(char **err, const char *first, ...);
 /* The same with a NULL-terminated argv whose argv[0] is the program to run. */
 int pmt_run_argv(const char **argv, char **err);
-/* Number of files whose name contains needle, below dir (recursive). */
+/* Number of files whose name contains needle, below dir (recursive), outside pixmill's build
+ * state (.pixmill/). */
 int pmt_count_files(const char *dir, const char *needle);
 /* Runs a Check suite (forking per test) and returns the process exit status: 0 if all passed. */
 typedef struct Suite Suite;

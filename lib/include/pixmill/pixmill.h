@@ -47,7 +47,10 @@ PM_EXTERN const char *pm_version_string(void);
     X(PM_ERR_OUTPUT_DIR, -16, "output folder is not usable")                                       \
     X(PM_ERR_THREAD, -17, "could not start a thread")                                              \
     X(PM_ERR_SYMLINK, -18, "symbolic link not followed")                                           \
-    X(PM_ERR_LOOP, -19, "directory loop")
+    X(PM_ERR_LOOP, -19, "directory loop")                                                          \
+    X(PM_ERR_NAME, -20, "output name is not usable")                                               \
+    X(PM_ERR_STATE, -21, "build state could not be written")                                       \
+    X(PM_ERR_MANIFEST, -22, "manifest could not be written")
 
 typedef enum pm_status {
 #define PM__STATUS_ENUM(name, value, text) name = value,
@@ -200,9 +203,23 @@ typedef enum pm_subsample {
 PM_EXTERN int pm_subsample_parse(const char *text, pm_subsample *out);
 
 #define PM_MAX_SIZES 16
+#define PM_MAX_VARIANTS PM_MAX_SIZES
 #define PM_MAX_FORMATS 8
+#define PM_INHERIT (-1)
 
-#define PM_OPTIONS_VERSION 1
+/* One named output size with its own settings (a recipe's [variant NAME]); unset fields take
+ * the batch's. */
+typedef struct pm_variant {
+    const char *name;                  /* the {variant} token; NULL: the size's label; copied */
+    pm_size size;                      /* size.fit DEFAULT: pm_options.fit */
+    int crop;                          /* a pm_crop, or PM_INHERIT: pm_options.crop */
+    pm_format formats[PM_MAX_FORMATS]; /* n_formats 0: pm_options.formats */
+    int n_formats;
+    int quality;               /* 0: pm_options.quality */
+    const char *name_template; /* NULL: pm_options.name_template; copied at create */
+} pm_variant;
+
+#define PM_OPTIONS_VERSION 2
 #define PM_DEFAULT_MAX_PIXELS 268402689ULL /* 0x3FFF squared, as sharp */
 #define PM_DEFAULT_SIZE 256
 
@@ -234,10 +251,35 @@ typedef struct pm_options {
     uint64_t max_pixels;               /* width x height x pages cap; 0 = no cap */
     pm_fail_on fail_on;                /* decoder strictness */
     int include_hidden;                /* walk dot files and dot folders */
+    /* version 2: build-step mode */
+    pm_variant variants[PM_MAX_VARIANTS]; /* when n_variants > 0 they replace sizes */
+    int n_variants;
+    /* Output path below output_dir. Tokens {stem} {ext} {w} {h} {variant} {dir} {hash}; without
+     * {dir} the name is placed in the source's mirrored folder. NULL: "{stem}.{ext}", or
+     * "{stem}-{variant}.{ext}" with several variants. Copied at create. */
+    const char *name_template;
+    int force;                 /* rebuild outputs that are up to date */
+    int dry_run;               /* read headers, decide, report; write nothing */
+    int prune;                 /* after the run, remove outputs whose source is gone */
+    const char *manifest_path; /* JSON manifest written at the end; NULL: none; copied */
 } pm_options;
 
 /* Fills defaults. Thread-safe. */
 PM_EXTERN void pm_options_init(pm_options *opts);
+/* PM_OK when pm_batch_create would accept opts; otherwise PM_ERR_USAGE and, when why is not
+ * NULL, a one-line reason in why (at most why_size bytes). Thread-safe. */
+PM_EXTERN int pm_options_check(const pm_options *opts, char *why, size_t why_size);
+
+/* A recipe: an INI file (GLib key file) with a [defaults] group of options and one
+ * [variant NAME] group per output size (size, fit, crop, format, quality, name). */
+typedef struct pm_recipe pm_recipe;
+/* *out is written only on success; on failure why says which file, group and key. */
+PM_EXTERN int pm_recipe_load(pm_recipe **out, const char *path, char *why, size_t why_size);
+/* Applies the recipe over opts. Strings in opts then point into the recipe: keep it until
+ * pm_batch_create has copied them. */
+PM_EXTERN void pm_recipe_apply(const pm_recipe *recipe, pm_options *opts);
+/* NULL is a no-op. */
+PM_EXTERN void pm_recipe_free(pm_recipe *recipe);
 
 /* Once per process, from the main thread, before any batch; argv0 may be NULL.
  * Starts libvips with its own concurrency at 1, the operation cache off and untrusted
@@ -263,17 +305,23 @@ PM_EXTERN int pm_batch_add_input(pm_batch *batch, const char *path);
 PM_EXTERN int pm_batch_add_file_list(pm_batch *batch, int fd, char delim);
 
 typedef enum pm_event_type {
-    PM_EVENT_DONE,      /* every output of a source was written */
-    PM_EVENT_FAILED,    /* a source, or one of its outputs, failed; status says why */
-    PM_EVENT_SKIPPED,   /* an entry was passed over (not regular, link, ...) */
-    PM_EVENT_SCAN_ERROR /* a folder or list entry could not be read */
+    PM_EVENT_DONE,       /* every output of a source was written */
+    PM_EVENT_FAILED,     /* a source, or one of its outputs, failed; status says why */
+    PM_EVENT_SKIPPED,    /* passed over: status PM_OK when every output is up to date,
+                            otherwise why (not regular, link, ...) */
+    PM_EVENT_SCAN_ERROR, /* a folder or list entry could not be read */
+    PM_EVENT_PLANNED,    /* dry run: the outputs that would be written (current ones marked) */
+    PM_EVENT_PRUNED      /* prune: outputs of a source that is gone, removed (or would be) */
 } pm_event_type;
 
 /* One output of a source: a size x format variant. */
 typedef struct pm_output {
     const char *path;    /* final path */
+    const char *name;    /* the same, below the output folder */
+    const char *variant; /* the variant's name ({variant}) */
     pm_format format;    /* resolved (never SAME) */
-    int size_index;      /* into pm_options.sizes */
+    int size_index;      /* into the variants (pm_options.variants, else .sizes) */
+    int current;         /* was up to date and left as it was */
     int width, height;   /* pixels written */
     uint64_t bytes;      /* bytes written */
     int status;          /* PM_OK, or why this output was not written */
@@ -307,6 +355,8 @@ typedef struct pm_summary {
     uint64_t processed;   /* sources with every output written */
     uint64_t outputs;     /* outputs written */
     uint64_t skipped;     /* entries passed over */
+    uint64_t up_to_date;  /* sources whose every output was current (not counted as skipped) */
+    uint64_t pruned;      /* outputs removed by prune */
     uint64_t failed;      /* sources that failed */
     uint64_t scan_errors; /* folders or list entries that could not be read */
     uint64_t bytes_in, bytes_out;
@@ -324,6 +374,12 @@ PM_EXTERN int pm_batch_run(pm_batch *batch, pm_event_cb on_event, void *user_dat
 PM_EXTERN void pm_batch_cancel(pm_batch *batch);
 /* NULL is a no-op. Not while run is in progress. */
 PM_EXTERN void pm_batch_destroy(pm_batch *batch);
+
+/* One line of JSON (no newline) for an event, as the --json stream prints it; names that are
+ * not UTF-8 are given lossily in "path" and exactly, percent-escaped, in "url" / "source_url".
+ * Free with pm_free. Thread-safe. */
+PM_EXTERN char *pm_event_to_json(const pm_event *event);
+PM_EXTERN void pm_free(void *p);
 
 /* Usable CPUs: affinity mask and cgroup v2 quota. Thread-safe. */
 PM_EXTERN int pm_default_jobs(void);

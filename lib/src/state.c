@@ -1,0 +1,353 @@
+/* Build state: for each source, one small record below the output root,
+ * .pixmill/state/<mirrored folder>/<source name>.st, saying what the source was (size, mtime,
+ * content hash, dimensions) and what was made from it (each output's name, the digest of the
+ * options that made it, its size, mtime and hash). Records are read and written one source at
+ * a time, so memory does not grow with the tree. A record is written after its outputs are
+ * published, and atomically: an output without a record is never taken as current. */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <glib.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#define STATE_ROOT PM__STATE_DIR "/state"
+#define STATE_MAGIC "pixmill-state 1"
+#define STATE_SUFFIX ".st"
+
+int64_t pm__mtime_ns(const struct stat *st)
+{
+    return (int64_t)st->st_mtim.tv_sec * 1000000000 + (int64_t)st->st_mtim.tv_nsec;
+}
+
+int pm__hash_fd(int fd, char out[PM__HASH_HEX])
+{
+    XXH3_state_t *h = XXH3_createState();
+    if (!h)
+        return -1;
+    XXH3_128bits_reset(h);
+    enum { CHUNK = 1 << 16 };
+    char *buf = g_malloc(CHUNK);
+    off_t off = 0;
+    int rc = 0;
+    for (;;) {
+        ssize_t n = pread(fd, buf, CHUNK, off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            rc = -1;
+            break;
+        }
+        if (n == 0)
+            break;
+        XXH3_128bits_update(h, buf, (size_t)n);
+        off += n;
+    }
+    if (rc == 0) {
+        XXH128_canonical_t c;
+        XXH128_canonicalFromHash(&c, XXH3_128bits_digest(h));
+        for (int i = 0; i < 16; i++)
+            g_snprintf(out + 2 * i, 3, "%02x", c.digest[i]);
+    }
+    g_free(buf);
+    XXH3_freeState(h);
+    return rc;
+}
+
+void pm__state_location(const char *out_rel, const char *source, char **dir_rel, char **name)
+{
+    const char *slash = strrchr(out_rel, '/');
+    if (slash)
+        *dir_rel = g_strdup_printf("%s/%.*s", STATE_ROOT, (int)(slash - out_rel), out_rel);
+    else
+        *dir_rel = g_strdup(STATE_ROOT);
+    char *base = g_path_get_basename(source);
+    *name = g_strconcat(base, STATE_SUFFIX, NULL);
+    g_free(base);
+}
+
+void pm__state_clear(pm__state *st)
+{
+    for (int i = 0; i < st->n_outs; i++) {
+        g_free(st->outs[i].name);
+        g_free(st->outs[i].variant);
+    }
+    g_free(st->outs);
+    g_free(st->source);
+    memset(st, 0, sizeof(*st));
+}
+
+static int is_hex(const char *s, size_t n)
+{
+    if (strlen(s) != n)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!g_ascii_isxdigit(s[i]))
+            return 0;
+    return 1;
+}
+
+/* One "key<TAB>field..." line into st. 0, or -1 when it does not parse. */
+static int parse_line(char *line, pm__state *st, GArray *outs)
+{
+    gchar **f = g_strsplit(line, "\t", -1);
+    guint n = g_strv_length(f);
+    int ok = 0;
+    if (n == 2 && strcmp(f[0], "source") == 0) {
+        g_free(st->source);
+        st->source = g_strcompress(f[1]);
+        ok = 1;
+    } else if (n == 2 && strcmp(f[0], "size") == 0) {
+        st->size = g_ascii_strtoull(f[1], NULL, 10);
+        ok = 1;
+    } else if (n == 2 && strcmp(f[0], "mtime") == 0) {
+        st->mtime_ns = g_ascii_strtoll(f[1], NULL, 10);
+        ok = 1;
+    } else if (n == 2 && strcmp(f[0], "hash") == 0 && is_hex(f[1], PM__HASH_HEX - 1)) {
+        g_strlcpy(st->hash, f[1], sizeof(st->hash));
+        ok = 1;
+    } else if (n == 6 && strcmp(f[0], "dims") == 0) {
+        st->width = atoi(f[1]);
+        st->height = atoi(f[2]);
+        st->pages = atoi(f[3]);
+        st->same = (pm_format)atoi(f[4]);
+        st->has_profile = atoi(f[5]);
+        ok = st->width > 0 && st->height > 0 && (unsigned)st->same <= PM_FORMAT_LAST;
+    } else if (n == 11 && strcmp(f[0], "out") == 0 && is_hex(f[1], 16) &&
+               is_hex(f[7], PM__HASH_HEX - 1)) {
+        pm__state_out o = {0};
+        g_strlcpy(o.digest, f[1], sizeof(o.digest));
+        o.format = (pm_format)atoi(f[2]);
+        o.width = atoi(f[3]);
+        o.height = atoi(f[4]);
+        o.bytes = g_ascii_strtoull(f[5], NULL, 10);
+        o.mtime_ns = g_ascii_strtoll(f[6], NULL, 10);
+        g_strlcpy(o.hash, f[7], sizeof(o.hash));
+        o.ino = g_ascii_strtoull(f[8], NULL, 10);
+        o.variant = g_strcompress(f[9]);
+        o.name = g_strcompress(f[10]);
+        g_array_append_val(outs, o);
+        ok = *o.name != '\0';
+    }
+    g_strfreev(f);
+    return ok ? 0 : -1;
+}
+
+int pm__state_load_at(int dirfd, const char *name, pm__state *st)
+{
+    memset(st, 0, sizeof(*st));
+    int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0)
+        return -1;
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size > (1 << 20)) {
+        close(fd);
+        return -1;
+    }
+    GString *text = g_string_sized_new((gsize)sb.st_size + 1);
+    char buf[4096];
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof(buf))) > 0 || (n < 0 && errno == EINTR))
+        if (n > 0)
+            g_string_append_len(text, buf, n);
+    close(fd);
+    GArray *outs = g_array_new(FALSE, TRUE, sizeof(pm__state_out));
+    gchar **lines = g_strsplit(text->str, "\n", -1);
+    g_string_free(text, TRUE);
+    int rc = (n == 0 && lines[0] && strcmp(lines[0], STATE_MAGIC) == 0) ? 0 : -1;
+    for (int i = 1; rc == 0 && lines[i]; i++)
+        if (*lines[i])
+            rc = parse_line(lines[i], st, outs);
+    g_strfreev(lines);
+    st->n_outs = (int)outs->len;
+    st->outs = (pm__state_out *)(void *)g_array_free(outs, FALSE);
+    if (rc != 0 || !st->source || st->width <= 0 || !*st->hash) {
+        pm__state_clear(st);
+        return -1;
+    }
+    return 0;
+}
+
+int pm__state_load(int rootfd, const char *dir_rel, const char *name, pm__state *st)
+{
+    memset(st, 0, sizeof(*st));
+    if (rootfd < 0)
+        return -1;
+    int dirfd = openat(rootfd, dir_rel, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dirfd < 0)
+        return -1;
+    int rc = pm__state_load_at(dirfd, name, st);
+    close(dirfd);
+    return rc;
+}
+
+int pm__state_save(int rootfd, const char *dir_rel, const char *name, const pm__state *st,
+                   int *sys_errno)
+{
+    GString *text = g_string_new(STATE_MAGIC "\n");
+    char *esc = g_strescape(st->source, NULL);
+    g_string_append_printf(text,
+                           "source\t%s\nsize\t%" G_GUINT64_FORMAT "\nmtime\t%" G_GINT64_FORMAT
+                           "\nhash\t%s\ndims\t%d\t%d\t%d\t%d\t%d\n",
+                           esc, st->size, st->mtime_ns, st->hash, st->width, st->height, st->pages,
+                           (int)st->same, st->has_profile);
+    g_free(esc);
+    for (int i = 0; i < st->n_outs; i++) {
+        const pm__state_out *o = &st->outs[i];
+        char *v = g_strescape(o->variant ? o->variant : "", NULL);
+        char *nm = g_strescape(o->name, NULL);
+        g_string_append_printf(text,
+                               "out\t%s\t%d\t%d\t%d\t%" G_GUINT64_FORMAT "\t%" G_GINT64_FORMAT
+                               "\t%s\t%" G_GUINT64_FORMAT "\t%s\t%s\n",
+                               o->digest, (int)o->format, o->width, o->height, o->bytes,
+                               o->mtime_ns, o->hash, o->ino, v, nm);
+        g_free(v);
+        g_free(nm);
+    }
+    int dirfd = -1;
+    int rc = pm__publish_open_dir(rootfd, dir_rel, &dirfd, sys_errno);
+    pm__temp t;
+    if (rc == PM_OK)
+        rc = pm__publish_begin(&t, dirfd, sys_errno);
+    if (rc == PM_OK) {
+        const char *p = text->str;
+        size_t left = text->len;
+        while (left > 0) {
+            ssize_t w = write(t.fd, p, left);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0) {
+                *sys_errno = w < 0 ? errno : EIO;
+                pm__publish_abort(&t);
+                rc = PM_ERR_STATE;
+                break;
+            }
+            p += w;
+            left -= (size_t)w;
+        }
+        if (rc == PM_OK)
+            rc = pm__publish_commit(&t, name, 0, sys_errno);
+    }
+    if (dirfd >= 0)
+        close(dirfd);
+    g_string_free(text, TRUE);
+    return rc == PM_OK ? PM_OK : PM_ERR_STATE;
+}
+
+int pm__state_output_matches(int rootfd, const pm__state_out *o, int strict, int *refreshed)
+{
+    struct stat sb;
+    *refreshed = 0;
+    if (fstatat(rootfd, o->name, &sb, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(sb.st_mode) ||
+        (uint64_t)sb.st_size != o->bytes)
+        return 0;
+    if (pm__mtime_ns(&sb) == o->mtime_ns && (!strict || (uint64_t)sb.st_ino == o->ino))
+        return 1;
+    if (strict)
+        return 0;
+    /* Restored by a tool that does not keep mtimes: the content decides. */
+    int fd = openat(rootfd, o->name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0)
+        return 0;
+    char hash[PM__HASH_HEX];
+    int same = pm__hash_fd(fd, hash) == 0 && strcmp(hash, o->hash) == 0;
+    close(fd);
+    *refreshed = same;
+    return same;
+}
+
+/* ---- prune ---- */
+
+/* Removes now-empty folders from rel's parent up to (not including) the root. */
+static void remove_empty_parents(int rootfd, const char *rel)
+{
+    char *dir = g_path_get_dirname(rel);
+    while (strcmp(dir, ".") != 0 && strcmp(dir, "/") != 0) {
+        if (unlinkat(rootfd, dir, AT_REMOVEDIR) != 0)
+            break;
+        char *up = g_path_get_dirname(dir);
+        g_free(dir);
+        dir = up;
+    }
+    g_free(dir);
+}
+
+static int source_is_gone(const char *path)
+{
+    struct stat sb;
+    return lstat(path, &sb) != 0 && (errno == ENOENT || errno == ENOTDIR);
+}
+
+static void prune_record(int rootfd, const char *dir_rel, int dirfd, const char *name, int dry_run,
+                         pm__prune_cb cb, void *ud)
+{
+    pm__state st;
+    if (pm__state_load_at(dirfd, name, &st) != 0)
+        return; /* not one of ours, or unreadable: left alone */
+    if (!source_is_gone(st.source)) {
+        pm__state_clear(&st);
+        return;
+    }
+    int *removed = g_new0(int, st.n_outs ? st.n_outs : 1);
+    for (int i = 0; i < st.n_outs; i++) {
+        int refreshed;
+        /* Only the very file pixmill wrote (size, mtime and inode): a file replaced since is
+         * not ours, even with the same bytes (another source may have made it). */
+        if (!pm__state_output_matches(rootfd, &st.outs[i], 1, &refreshed))
+            continue;
+        if (dry_run || unlinkat(rootfd, st.outs[i].name, 0) == 0) {
+            removed[i] = 1;
+            if (!dry_run)
+                remove_empty_parents(rootfd, st.outs[i].name);
+        }
+    }
+    if (!dry_run) {
+        unlinkat(dirfd, name, 0);
+        char *rel = g_strdup_printf("%s/%s", dir_rel, name);
+        remove_empty_parents(rootfd, rel);
+        g_free(rel);
+    }
+    cb(&st, removed, ud);
+    g_free(removed);
+    pm__state_clear(&st);
+}
+
+int pm__state_prune(int rootfd, int dry_run, const int *cancel, pm__prune_cb cb, void *ud)
+{
+    /* Iterative: folders still to visit, as paths below the root. */
+    GPtrArray *todo = g_ptr_array_new_with_free_func(g_free);
+    g_ptr_array_add(todo, g_strdup(STATE_ROOT));
+    while (todo->len > 0 && !(cancel && __atomic_load_n(cancel, __ATOMIC_ACQUIRE))) {
+        char *rel = g_ptr_array_steal_index(todo, todo->len - 1);
+        int dirfd = openat(rootfd, rel, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+        DIR *d = dirfd >= 0 ? fdopendir(dirfd) : NULL;
+        if (!d) {
+            if (dirfd >= 0)
+                close(dirfd);
+            g_free(rel);
+            continue;
+        }
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+                continue;
+            struct stat sb;
+            if (fstatat(dirfd, e->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0)
+                continue;
+            if (S_ISDIR(sb.st_mode))
+                g_ptr_array_add(todo, g_strdup_printf("%s/%s", rel, e->d_name));
+            else if (S_ISREG(sb.st_mode) && g_str_has_suffix(e->d_name, STATE_SUFFIX))
+                prune_record(rootfd, rel, dirfd, e->d_name, dry_run, cb, ud);
+        }
+        closedir(d);
+        g_free(rel);
+    }
+    g_ptr_array_free(todo, TRUE);
+    return PM_OK;
+}
