@@ -550,8 +550,6 @@ static int read_header(const pm__process_ctx *ctx, job_state *s, pm__result *r)
     uint64_t w = (uint64_t)s->header->Xsize, h = (uint64_t)s->header->Ysize;
     uint64_t pages = (uint64_t)vips_image_get_n_pages(s->header);
     s->pages = (int)MIN(pages, (uint64_t)INT_MAX);
-    r->ev.source_width = s->header->Xsize;
-    r->ev.source_height = s->header->Ysize;
     if (o->max_pixels && (w * h > o->max_pixels / pages || w * h * pages > o->max_pixels)) {
         fail(r, PM_ERR_TOO_MANY_PIXELS, 0,
              g_strdup_printf("%" G_GUINT64_FORMAT "x%" G_GUINT64_FORMAT " x %" G_GUINT64_FORMAT
@@ -564,6 +562,8 @@ static int read_header(const pm__process_ctx *ctx, job_state *s, pm__result *r)
     int swap = !o->no_rotate && vips_image_get_orientation_swap(s->header);
     s->upright_w = swap ? s->header->Ysize : s->header->Xsize;
     s->upright_h = swap ? s->header->Xsize : s->header->Ysize;
+    r->ev.source_width = s->upright_w;
+    r->ev.source_height = s->upright_h;
     return 0;
 }
 

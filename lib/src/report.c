@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <json-glib/json-glib.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -96,7 +97,17 @@ static void add_output(JsonBuilder *jb, const pm_output *o, int for_manifest)
     json_builder_end_object(jb);
 }
 
-/* "a-320.webp 320w, a-640.webp 640w" per format, narrowest first, written outputs only. */
+/* Is this output the whole source, only scaled (not cropped, padded or stretched)? Each axis
+ * rounds by at most half a pixel, so w/h may differ from sw/sh by that much. */
+static int whole_image(const pm_output *o, int sw, int sh)
+{
+    long long d = (long long)o->width * sh - (long long)o->height * sw;
+    return sw > 0 && sh > 0 && 2 * llabs(d) <= (long long)sw + sh;
+}
+
+/* "a-320.webp 320w, a-640.webp 640w" per format, narrowest first: outputs made, each the whole
+ * image (a srcset offers one picture at several widths: a crop such as a 1200x630 card is not
+ * a candidate), one per width. */
 static void add_srcset(JsonBuilder *jb, const pm_event *ev)
 {
     json_builder_set_member_name(jb, "srcset");
@@ -104,8 +115,14 @@ static void add_srcset(JsonBuilder *jb, const pm_event *ev)
     for (int f = PM_FORMAT_JPEG; f <= PM_FORMAT_LAST; f++) {
         GArray *idx = g_array_new(FALSE, FALSE, sizeof(int));
         for (int i = 0; i < ev->n_outputs; i++)
-            if ((int)ev->outputs[i].format == f && ev->outputs[i].status == PM_OK)
-                g_array_append_val(idx, i);
+            if ((int)ev->outputs[i].format == f && ev->outputs[i].status == PM_OK &&
+                whole_image(&ev->outputs[i], ev->source_width, ev->source_height)) {
+                int dup = 0;
+                for (guint a = 0; a < idx->len && !dup; a++)
+                    dup = ev->outputs[g_array_index(idx, int, a)].width == ev->outputs[i].width;
+                if (!dup)
+                    g_array_append_val(idx, i);
+            }
         if (idx->len > 0) {
             /* insertion sort by width: a handful of entries */
             for (guint a = 1; a < idx->len; a++)

@@ -1,0 +1,28 @@
+#!/bin/bash
+# Turns a pixmill manifest into one <picture> per source: a <source> per modern format (AVIF,
+# then WebP) and an <img> with the JPEG/PNG srcset as the fallback, width and height set from
+# the largest output so the page does not jump. Needs jq.
+#   bash manifest-to-html.sh public/img/manifest.json /img/ > pictures.html
+# Names in the manifest's srcset are already percent-escaped; BASE is prefixed as given.
+set -euo pipefail
+manifest=${1:?usage: manifest-to-html.sh MANIFEST [BASE_URL] [SIZES]}
+base=${2:-}
+sizes=${3:-100vw}
+jq -r --arg base "$base" --arg sizes "$sizes" '
+  def esc: gsub("&"; "&amp;") | gsub("\""; "&quot;") | gsub("<"; "&lt;") | gsub(">"; "&gt;");
+  def prefixed: split(", ") | map($base + .) | join(", ");
+  .sources[]
+  | select(.status == "ok" and (.outputs | length) > 0)
+  | . as $s
+  | ([.outputs[] | select(.format == "jpeg" or .format == "png")] | sort_by(.width) | last) as $fb
+  | ($fb // (.outputs | sort_by(.width) | last)) as $img
+  | "<picture>",
+    (["avif", "webp"][] as $f | $s.srcset[$f] // empty
+      | "  <source type=\"image/\($f)\" srcset=\"\(prefixed | esc)\" sizes=\"\($sizes | esc)\">"),
+    "  <img src=\"\(($base + $img.url) | esc)\""
+      + (if ($s.srcset[$img.format] // "") != "" then
+           " srcset=\"\($s.srcset[$img.format] | prefixed | esc)\" sizes=\"\($sizes | esc)\""
+         else "" end)
+      + " width=\"\($img.width)\" height=\"\($img.height)\" alt=\"\" loading=\"lazy\" decoding=\"async\">",
+    "</picture>"
+' "$manifest"
