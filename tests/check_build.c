@@ -37,38 +37,12 @@ static void teardown(void)
 
 static char *image(const char *rel, int w, int h, int bands)
 {
-    char *p = pmt_path(in, rel);
-    char *d = g_path_get_dirname(p);
-    pmt_mkdirs(d);
-    g_free(d);
-    ck_assert_msg(pmt_write_image(p, w, h, bands) == 0, "cannot make %s", p);
+    char *p = pmt_make_image(in, rel, w, h, bands);
+    ck_assert_msg(p != NULL, "cannot make %s", rel);
     return p;
 }
 
-/* Runs pixmill with the NULL-terminated arguments; stdout and stderr captured (malloc'd). */
-static int run(char **sout, char **serr, const char *first, ...)
-{
-    const char *argv[64];
-    int n = 0;
-    argv[n++] = pmt_pixmill();
-    va_list ap;
-    va_start(ap, first);
-    for (const char *a = first; a && n < 63; a = va_arg(ap, const char *))
-        argv[n++] = a;
-    va_end(ap);
-    argv[n] = NULL;
-    char *o = NULL, *e = NULL;
-    int rc = pmt_run((char *const *)argv, &o, &e, NULL);
-    if (sout)
-        *sout = o;
-    else
-        free(o);
-    if (serr)
-        *serr = e;
-    else
-        free(e);
-    return rc;
-}
+#define run pmt_pixmill_run_out
 
 /* What a --json stream says happened. */
 typedef struct tally {

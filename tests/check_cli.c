@@ -30,11 +30,8 @@ static void teardown(void)
 
 static void image(const char *rel, int w, int h, int bands)
 {
-    char *p = pmt_path(in, rel);
-    char *dir = g_path_get_dirname(p);
-    pmt_mkdirs(dir);
-    ck_assert_msg(pmt_write_image(p, w, h, bands) == 0, "cannot make %s", p);
-    g_free(dir);
+    char *p = pmt_make_image(in, rel, w, h, bands);
+    ck_assert_msg(p != NULL, "cannot make %s", rel);
     free(p);
 }
 

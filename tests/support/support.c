@@ -360,18 +360,54 @@ int pmt_run_argv(const char **argv, char **err)
     return rc;
 }
 
-int pmt_pixmill_run(char **err, const char *first, ...)
+static int pixmill_runv(char **out, char **err, const char *first, va_list ap)
 {
     const char *argv[64];
     int n = 0;
     argv[n++] = pmt_pixmill();
-    va_list ap;
-    va_start(ap, first);
     for (const char *a = first; a && n < 63; a = va_arg(ap, const char *))
         argv[n++] = a;
-    va_end(ap);
     argv[n] = NULL;
-    return pmt_run_argv(argv, err);
+    char *o = NULL, *e = NULL;
+    int rc = pmt_run((char *const *)argv, out ? &o : NULL, &e, NULL);
+    if (out)
+        *out = o;
+    if (err)
+        *err = e;
+    else
+        free(e);
+    return rc;
+}
+
+int pmt_pixmill_run(char **err, const char *first, ...)
+{
+    va_list ap;
+    va_start(ap, first);
+    int rc = pixmill_runv(NULL, err, first, ap);
+    va_end(ap);
+    return rc;
+}
+
+int pmt_pixmill_run_out(char **out, char **err, const char *first, ...)
+{
+    va_list ap;
+    va_start(ap, first);
+    int rc = pixmill_runv(out, err, first, ap);
+    va_end(ap);
+    return rc;
+}
+
+char *pmt_make_image(const char *dir, const char *rel, int width, int height, int bands)
+{
+    char *p = pmt_path(dir, rel);
+    char *parent = g_path_get_dirname(p);
+    pmt_mkdirs(parent);
+    g_free(parent);
+    if (pmt_write_image(p, width, height, bands) != 0) {
+        free(p);
+        return NULL;
+    }
+    return p;
 }
 
 const char *pmt_pixmill(void)

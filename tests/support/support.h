@@ -26,6 +26,8 @@ int pmt_same_file_bytes(const char *a, const char *b);
  * bands 3 (RGB) or 4 (RGBA, alpha 0 in the left half); the format follows the extension. */
 void pmt_vips_init(void);
 int pmt_write_image(const char *path, int width, int height, int bands);
+/* pmt_write_image at dir/rel, making the folders; the malloc'd path, or NULL. */
+char *pmt_make_image(const char *dir, const char *rel, int width, int height, int bands);
 /* Encoded bytes of a small image, for fast mass-copying. */
 void *pmt_encode_image(const char *suffix, int width, int height, int bands, size_t *len);
 
@@ -54,6 +56,8 @@ const char *pmt_pixmill(void); /* $PIXMILL_BIN */
 /* Runs pixmill with the NULL-terminated arguments after it; stderr into *err (malloc'd, may be
  * NULL to discard). Returns the exit status as pmt_run does. */
 int pmt_pixmill_run(char **err, const char *first, ...);
+/* The same, with stdout too (*out malloc'd; may be NULL to discard). */
+int pmt_pixmill_run_out(char **out, char **err, const char *first, ...);
 /* The same with a NULL-terminated argv whose argv[0] is the program to run. */
 int pmt_run_argv(const char **argv, char **err);
 /* Number of files whose name contains needle, below dir (recursive), outside pixmill's build
