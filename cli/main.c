@@ -180,6 +180,7 @@ static int on_event(const pm_event *ev, void *user_data)
         if (line) {
             fputs(line, stdout);
             fputc('\n', stdout);
+            fflush(stdout); /* a stream: each event as it happens, even into a pipe */
             pm_free(line);
         }
     }

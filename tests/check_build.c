@@ -623,6 +623,45 @@ START_TEST(test_failure_is_never_up_to_date)
 }
 END_TEST
 
+START_TEST(test_json_streams_while_running)
+{
+    /* Four slow sources: their events (~1.7 KB) fit in one stdio buffer, so unless each line is
+     * flushed nothing reaches the pipe before pixmill exits. */
+    for (int i = 0; i < 4; i++) {
+        char rel[32];
+        g_snprintf(rel, sizeof(rel), "p%02d.png", i);
+        free(image(rel, 1200, 900, 3));
+    }
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        dup2(fds[1], 1);
+        close(fds[0]);
+        close(fds[1]);
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, 2);
+        execl(pmt_pixmill(), "pixmill", "--json", "-j", "1", "-s", "1000", "-f", "avif", "-o", out,
+              in, (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    FILE *f = fdopen(fds[0], "r");
+    char line[4096];
+    /* the first event arrives through the pipe while three sources are still to come */
+    ck_assert_ptr_nonnull(fgets(line, sizeof(line), f));
+    int status;
+    ck_assert_msg(waitpid(pid, &status, WNOHANG) == 0, "pixmill ended before its first event "
+                                                       "was read: events are not streamed");
+    ck_assert_msg(g_str_has_prefix(line, "{\"event\":\"done\","), "%s", line);
+    kill(pid, SIGTERM);
+    waitpid(pid, &status, 0);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 143);
+    fclose(f);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("build");
@@ -639,6 +678,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_name_templates);
     tcase_add_test(tc, test_recipe_cli);
     tcase_add_test(tc, test_failure_is_never_up_to_date);
+    tcase_add_test(tc, test_json_streams_while_running);
     suite_add_tcase(s, tc);
     return s;
 }
