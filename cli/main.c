@@ -265,6 +265,8 @@ static void print_summary(const pm_summary *s, int dry_run)
             s->processed, s->up_to_date, s->skipped, s->failed + s->scan_errors);
     if (s->pruned)
         fprintf(stderr, ", %" PRIu64 " pruned", s->pruned);
+    if (s->temps_swept)
+        fprintf(stderr, ", %" PRIu64 " stale temps removed", s->temps_swept);
     if (s->outputs != s->processed)
         fprintf(stderr, ", %" PRIu64 " outputs", s->outputs);
     fprintf(stderr, ", %s in, %s out, %.2f s, %.1f images/s (%d jobs)\n", in, out, s->wall_seconds,

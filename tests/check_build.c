@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -374,6 +375,7 @@ START_TEST(test_sigkill_then_rerun)
     free(o);
     free(e);
     ck_assert_int_eq(check_all_outputs(out), N * 6);
+    ck_assert_int_eq(pmt_count_files(out, ".tmp"), 0);
     ck_assert_int_eq(run(&o, &e, "--json", "-o", out, "-s", "300", "-s", "200", "-s", "100", "-f",
                          "webp", "-f", "png", in, NULL),
                      0);
@@ -623,6 +625,43 @@ START_TEST(test_failure_is_never_up_to_date)
 }
 END_TEST
 
+START_TEST(test_stale_temps_swept)
+{
+    free(image("sub/a.png", 100, 80, 3));
+    ck_assert_int_eq(run(NULL, NULL, "-o", out, SIZES, in, NULL), 0);
+    /* what a SIGKILLed run leaves: its marker and temps (an output's, a record's) */
+    char *marker = pmt_path(out, ".pixmill/running");
+    char *t1 = pmt_path(out, "sub/.pixmill-0123456789abcdef.tmp");
+    char *t2 = pmt_path(out, ".pixmill/state/sub/.pixmill-fedcba9876543210.tmp");
+    char *mine = pmt_path(out, "sub/.pixmill-notes.tmp"); /* not pixmill's pattern */
+    ck_assert_int_eq(pmt_write_file(marker, "", 0), 0);
+    ck_assert_int_eq(pmt_write_file(t1, "half", 4), 0);
+    ck_assert_int_eq(pmt_write_file(t2, "half", 4), 0);
+    ck_assert_int_eq(pmt_write_file(mine, "keep", 4), 0);
+    /* another run on this root (it holds the lock shared): its temps may be live, no sweep */
+    char *lock = pmt_path(out, ".pixmill/lock");
+    int fd = open(lock, O_RDWR);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(flock(fd, LOCK_SH), 0);
+    char *e = NULL;
+    ck_assert_int_eq(run(NULL, &e, "-o", out, SIZES, in, NULL), 0);
+    ck_assert_int_eq(access(t1, F_OK), 0);
+    ck_assert_int_eq(access(t2, F_OK), 0);
+    free(e);
+    close(fd);
+    /* alone: the dead run's temps go, nothing else */
+    ck_assert_int_eq(run(NULL, &e, "-o", out, SIZES, in, NULL), 0);
+    ck_assert_msg(strstr(e, "2 stale temps removed"), "%s", e);
+    free(e);
+    ck_assert_int_ne(access(t1, F_OK), 0);
+    ck_assert_int_ne(access(t2, F_OK), 0);
+    ck_assert_int_eq(access(mine, F_OK), 0);
+    ck_assert_int_ne(access(marker, F_OK), 0); /* a clean finish leaves no marker */
+    ck_assert_int_eq(pmt_count_files(out, "a-"), 4);
+    free(marker), free(t1), free(t2), free(mine), free(lock);
+}
+END_TEST
+
 START_TEST(test_json_streams_while_running)
 {
     /* Four slow sources: their events (~1.7 KB) fit in one stdio buffer, so unless each line is
@@ -679,6 +718,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_recipe_cli);
     tcase_add_test(tc, test_failure_is_never_up_to_date);
     tcase_add_test(tc, test_json_streams_while_running);
+    tcase_add_test(tc, test_stale_temps_swept);
     suite_add_tcase(s, tc);
     return s;
 }

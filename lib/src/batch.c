@@ -575,6 +575,10 @@ int pm_batch_run(pm_batch *b, pm_event_cb on_event, void *user_data, pm_summary 
         close(rootfd);
         goto done;
     }
+    int lockfd = -1, swept = 0;
+    if (rootfd >= 0 && !b->opts.dry_run)
+        pm__root_begin(rootfd, &lockfd, &swept);
+    sum.temps_swept = (uint64_t)swept;
     b->cwd = g_get_current_dir();
     hash_profile_file(b);
     b->ctx.opts = &b->opts;
@@ -607,8 +611,10 @@ int pm_batch_run(pm_batch *b, pm_event_cb on_event, void *user_data, pm_summary 
     if (rc != PM_OK || pthread_mutex_init(&b->live_mu, NULL) != 0) {
         rc = rc != PM_OK ? rc : PM_ERR_THREAD;
         post_fatal(b, on_event, user_data, rc, 0);
-        if (rootfd >= 0)
+        if (rootfd >= 0) {
+            pm__root_end(rootfd, lockfd);
             close(rootfd);
+        }
         goto done;
     }
 
@@ -680,8 +686,10 @@ int pm_batch_run(pm_batch *b, pm_event_cb on_event, void *user_data, pm_summary 
         prune_ctx pc = {b, on_event, user_data, &sum};
         pm__state_prune(rootfd, b->opts.dry_run, &b->cancel, on_pruned, &pc);
     }
-    if (rootfd >= 0)
+    if (rootfd >= 0) {
+        pm__root_end(rootfd, lockfd);
         close(rootfd);
+    }
     if (rc == PM_OK && __atomic_load_n(&b->cancel, __ATOMIC_ACQUIRE))
         rc = PM_ERR_CANCELLED;
     if (manifest && rc == PM_OK) {

@@ -82,6 +82,8 @@ typedef struct pm__temp {
 #define PM__TEMP_PREFIX ".pixmill-"
 #define PM__TEMP_SUFFIX ".tmp"
 
+/* Exactly a name pm__publish_begin makes: ".pixmill-" + 16 hex digits + ".tmp". */
+int pm__publish_is_temp_name(const char *name);
 /* Opens (creating as needed, never through a symlink) the folder rel below rootfd. */
 int pm__publish_open_dir(int rootfd, const char *rel, int *out_fd, int *sys_errno);
 int pm__publish_begin(pm__temp *t, int dirfd, int *sys_errno);
@@ -161,6 +163,18 @@ int pm__state_output_matches(int rootfd, const pm__state_out *o, int strict, int
 /* Prune: every record whose source is gone loses its outputs (only files that still match
  * the record) and itself. cb gets each such source; dry_run removes nothing. */
 typedef void (*pm__prune_cb)(const pm__state *st, const int *removed, void *user_data);
+/* Calls cb for every entry that is not a folder below start ("" for the root), iteratively,
+ * never through a link. */
+typedef void (*pm__walk_cb)(int dirfd, const char *rel_dir, const char *name, const struct stat *st,
+                            void *user_data);
+void pm__walk_files(int rootfd, const char *start, const int *cancel, pm__walk_cb cb,
+                    void *user_data);
+/* A run on an output root: takes the root's lock (shared while running); when no other run
+ * holds it and the last run did not finish (its marker is there), removes every pixmill temp
+ * below the root (*swept of them). 0, or -1 when the root has no room for the lock (then
+ * nothing is swept). */
+int pm__root_begin(int rootfd, int *lockfd, int *swept);
+void pm__root_end(int rootfd, int lockfd);
 int pm__state_prune(int rootfd, int dry_run, const int *cancel, pm__prune_cb cb, void *user_data);
 
 /* ---- a batch's variants, resolved (every field set) ---- */

@@ -55,6 +55,18 @@ int pm__publish_open_dir(int rootfd, const char *rel, int *out_fd, int *sys_errn
     return PM_OK;
 }
 
+int pm__publish_is_temp_name(const char *name)
+{
+    size_t lp = strlen(PM__TEMP_PREFIX), ls = strlen(PM__TEMP_SUFFIX);
+    if (strlen(name) != lp + 16 + ls || strncmp(name, PM__TEMP_PREFIX, lp) != 0 ||
+        strcmp(name + lp + 16, PM__TEMP_SUFFIX) != 0)
+        return 0;
+    for (size_t i = lp; i < lp + 16; i++)
+        if (!((name[i] >= '0' && name[i] <= '9') || (name[i] >= 'a' && name[i] <= 'f')))
+            return 0;
+    return 1;
+}
+
 int pm__publish_begin(pm__temp *t, int dirfd, int *sys_errno)
 {
     t->dirfd = dirfd;

@@ -35,14 +35,6 @@ int pm__scan_is_candidate_name(const char *name)
     return 0;
 }
 
-static int is_temp_name(const char *name)
-{
-    size_t n = strlen(name);
-    size_t lp = strlen(PM__TEMP_PREFIX), ls = strlen(PM__TEMP_SUFFIX);
-    return n > lp + ls && strncmp(name, PM__TEMP_PREFIX, lp) == 0 &&
-           strcmp(name + n - ls, PM__TEMP_SUFFIX) == 0;
-}
-
 static int cancelled(const pm__scan_config *cfg)
 {
     return cfg->cancel && __atomic_load_n(cfg->cancel, __ATOMIC_ACQUIRE);
@@ -149,7 +141,7 @@ static int walk(const pm__scan_config *cfg, int rootfd, const struct stat *roots
         const char *name = e->d_name;
         if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
             continue;
-        if (is_temp_name(name) || (name[0] == '.' && !cfg->include_hidden))
+        if (pm__publish_is_temp_name(name) || (name[0] == '.' && !cfg->include_hidden))
             continue;
         join(path, name);
         unsigned char type = entry_type(top->dir, e);

@@ -13,6 +13,7 @@
 #include <glib.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -318,14 +319,16 @@ static void prune_record(int rootfd, const char *dir_rel, int dirfd, const char 
     pm__state_clear(&st);
 }
 
-int pm__state_prune(int rootfd, int dry_run, const int *cancel, pm__prune_cb cb, void *ud)
+void pm__walk_files(int rootfd, const char *start, const int *cancel, pm__walk_cb cb, void *ud)
 {
-    /* Iterative: folders still to visit, as paths below the root. */
+    /* Iterative: folders still to visit, as paths below the root ("" is the root). Links are
+     * never followed. */
     GPtrArray *todo = g_ptr_array_new_with_free_func(g_free);
-    g_ptr_array_add(todo, g_strdup(STATE_ROOT));
+    g_ptr_array_add(todo, g_strdup(start));
     while (todo->len > 0 && !(cancel && __atomic_load_n(cancel, __ATOMIC_ACQUIRE))) {
         char *rel = g_ptr_array_steal_index(todo, todo->len - 1);
-        int dirfd = openat(rootfd, rel, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+        int dirfd = *rel ? openat(rootfd, rel, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW)
+                         : dup(rootfd);
         DIR *d = dirfd >= 0 ? fdopendir(dirfd) : NULL;
         if (!d) {
             if (dirfd >= 0)
@@ -333,6 +336,8 @@ int pm__state_prune(int rootfd, int dry_run, const int *cancel, pm__prune_cb cb,
             g_free(rel);
             continue;
         }
+        if (!*rel)
+            rewinddir(d); /* a dup shares the offset with rootfd */
         struct dirent *e;
         while ((e = readdir(d)) != NULL) {
             if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
@@ -341,13 +346,87 @@ int pm__state_prune(int rootfd, int dry_run, const int *cancel, pm__prune_cb cb,
             if (fstatat(dirfd, e->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0)
                 continue;
             if (S_ISDIR(sb.st_mode))
-                g_ptr_array_add(todo, g_strdup_printf("%s/%s", rel, e->d_name));
-            else if (S_ISREG(sb.st_mode) && g_str_has_suffix(e->d_name, STATE_SUFFIX))
-                prune_record(rootfd, rel, dirfd, e->d_name, dry_run, cb, ud);
+                g_ptr_array_add(todo, *rel ? g_strdup_printf("%s/%s", rel, e->d_name)
+                                           : g_strdup(e->d_name));
+            else
+                cb(dirfd, rel, e->d_name, &sb, ud);
         }
         closedir(d);
         g_free(rel);
     }
     g_ptr_array_free(todo, TRUE);
+}
+
+typedef struct prune_walk {
+    int rootfd, dry_run;
+    pm__prune_cb cb;
+    void *ud;
+} prune_walk;
+
+static void prune_one(int dirfd, const char *rel, const char *name, const struct stat *sb, void *ud)
+{
+    prune_walk *w = ud;
+    if (S_ISREG(sb->st_mode) && g_str_has_suffix(name, STATE_SUFFIX))
+        prune_record(w->rootfd, rel, dirfd, name, w->dry_run, w->cb, w->ud);
+}
+
+int pm__state_prune(int rootfd, int dry_run, const int *cancel, pm__prune_cb cb, void *ud)
+{
+    prune_walk w = {rootfd, dry_run, cb, ud};
+    pm__walk_files(rootfd, STATE_ROOT, cancel, prune_one, &w);
     return PM_OK;
+}
+
+/* ---- the root's lock and the sweep of stale temps ---- */
+
+#define LOCK_NAME PM__STATE_DIR "/lock"
+#define RUNNING_NAME PM__STATE_DIR "/running"
+
+static void sweep_one(int dirfd, const char *rel, const char *name, const struct stat *sb, void *ud)
+{
+    (void)rel;
+    int *swept = ud;
+    if (S_ISREG(sb->st_mode) && pm__publish_is_temp_name(name) && unlinkat(dirfd, name, 0) == 0)
+        (*swept)++;
+}
+
+int pm__root_begin(int rootfd, int *lockfd, int *swept)
+{
+    *swept = 0;
+    *lockfd = -1;
+    int dirfd = -1, err = 0;
+    if (pm__publish_open_dir(rootfd, PM__STATE_DIR, &dirfd, &err) != PM_OK)
+        return -1;
+    close(dirfd);
+    int fd = openat(rootfd, LOCK_NAME, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0666);
+    if (fd < 0)
+        return -1;
+    /* Alone on this root: a "running" marker left behind means a run died (SIGKILL, power):
+     * its temps are garbage. With another run here (it holds the lock shared), its temps are
+     * live: no sweep. */
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+        struct stat sb;
+        if (fstatat(rootfd, RUNNING_NAME, &sb, AT_SYMLINK_NOFOLLOW) == 0)
+            pm__walk_files(rootfd, "", NULL, sweep_one, swept);
+        int m = openat(rootfd, RUNNING_NAME, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0666);
+        if (m >= 0)
+            close(m);
+    } else {
+        int m = openat(rootfd, RUNNING_NAME, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0666);
+        if (m >= 0)
+            close(m);
+    }
+    flock(fd, LOCK_SH); /* held until the end of the run (or the process) */
+    *lockfd = fd;
+    return 0;
+}
+
+void pm__root_end(int rootfd, int lockfd)
+{
+    if (lockfd < 0)
+        return;
+    /* The last run out removes the marker: a clean finish leaves nothing to sweep. */
+    if (flock(lockfd, LOCK_EX | LOCK_NB) == 0)
+        unlinkat(rootfd, RUNNING_NAME, 0);
+    close(lockfd);
 }

@@ -357,6 +357,7 @@ typedef struct pm_summary {
     uint64_t skipped;     /* entries passed over */
     uint64_t up_to_date;  /* sources whose every output was current (not counted as skipped) */
     uint64_t pruned;      /* outputs removed by prune */
+    uint64_t temps_swept; /* temp files of a run that died (SIGKILL, power) removed at start */
     uint64_t failed;      /* sources that failed */
     uint64_t scan_errors; /* folders or list entries that could not be read */
     uint64_t bytes_in, bytes_out;
