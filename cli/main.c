@@ -1,9 +1,11 @@
 /* pixmill: the command. Parses arguments, runs one batch through the public API, prints
  * per-file errors and a summary, and turns the outcome into an exit code. */
 #define _GNU_SOURCE
+#include "cli.h"
 #include <pixmill/pixmill.h>
 
 #include <errno.h>
+#include <glib.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -74,6 +76,10 @@ static const char usage_text[] =
     "                          gone (never a file it did not make)\n"
     "      --manifest=FILE     write a JSON manifest of every source and its outputs (srcset)\n"
     "      --json              print one JSON event per line on stdout\n"
+    "      --timeout=SECONDS   stop and report a file still being worked on after this long;\n"
+    "                          the batch goes on (default 300; 0: none). A file that crashes\n"
+    "                          its decoder is reported too: the batch runs in a child process\n"
+    "      --no-isolate        run the batch in this process (a decoder crash ends the run)\n"
     "  -j, --jobs=N            worker threads (default: usable cores)\n"
     "      --queue=N           bounded queue capacity (default: 4 x jobs, at least 16)\n"
     "      --max-pixels=N      refuse images whose width x height x pages exceed N, checked\n"
@@ -96,16 +102,32 @@ static const char usage_text[] =
     "2 usage error, nothing touched; 3 fatal before processing (e.g. output folder not\n"
     "writable); 130/143 interrupted by SIGINT/SIGTERM.\n";
 
-typedef struct cli {
-    int quiet;
-    int verbose;
-    int json;
-    int dry_run;
-} cli;
+typedef cli_view cli;
+
+/* "1,5,9" into a set of seqs (gint64 keys). */
+static int parse_seq_list(const char *text, GHashTable **set)
+{
+    if (!*set)
+        *set = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
+    gchar **parts = g_strsplit(text, ",", -1);
+    int ok = 1;
+    for (int i = 0; parts[i] && ok; i++) {
+        char *end;
+        gint64 v = g_ascii_strtoll(parts[i], &end, 10);
+        ok = *parts[i] && !*end && v > 0;
+        if (ok) {
+            gint64 *k = g_new(gint64, 1);
+            *k = v;
+            g_hash_table_add(*set, k);
+        }
+    }
+    g_strfreev(parts);
+    return ok ? 0 : -1;
+}
 
 /* Prints a path with control characters, backslashes and invalid UTF-8 escaped, so that a
  * name holding a newline cannot forge a line of output. */
-static void print_escaped(FILE *f, const char *s)
+void cli_print_escaped(FILE *f, const char *s)
 {
     const unsigned char *p = (const unsigned char *)s;
     while (*p) {
@@ -155,7 +177,7 @@ static void print_reason(FILE *f, const pm_event *ev)
         fprintf(f, ": %s", strerror_r(ev->sys_errno, buf, sizeof(buf)));
     if (ev->message) {
         fputs(" (", f);
-        print_escaped(f, ev->message);
+        cli_print_escaped(f, ev->message);
         fputc(')', f);
     }
 }
@@ -163,26 +185,26 @@ static void print_reason(FILE *f, const pm_event *ev)
 static void print_output_line(const char *verb, const pm_event *ev, const pm_output *o)
 {
     fputs(verb, stdout);
-    print_escaped(stdout, ev->source);
+    cli_print_escaped(stdout, ev->source);
     fputs(" -> ", stdout);
-    print_escaped(stdout, o->path);
+    cli_print_escaped(stdout, o->path);
     printf(" (%dx%d", o->width, o->height);
     if (o->bytes)
         printf(", %" PRIu64 " bytes", o->bytes);
     fputs(")\n", stdout);
 }
 
-static int on_event(const pm_event *ev, void *user_data)
+void cli_print_event(const cli_view *c, const pm_event *ev, const char *json_line)
 {
-    const cli *c = user_data;
     if (c->json) {
-        char *line = pm_event_to_json(ev);
+        char *made = json_line ? NULL : pm_event_to_json(ev);
+        const char *line = json_line ? json_line : made;
         if (line) {
             fputs(line, stdout);
             fputc('\n', stdout);
             fflush(stdout); /* a stream: each event as it happens, even into a pipe */
-            pm_free(line);
         }
+        pm_free(made);
     }
     int human_out = !c->json && !c->quiet; /* stdout belongs to JSON with --json */
     switch (ev->type) {
@@ -200,9 +222,9 @@ static int on_event(const pm_event *ev, void *user_data)
     case PM_EVENT_PRUNED:
         for (int i = 0; human_out && i < ev->n_outputs; i++) {
             fputs(c->dry_run ? "would remove: " : "removed: ", stdout);
-            print_escaped(stdout, ev->outputs[i].path);
+            cli_print_escaped(stdout, ev->outputs[i].path);
             fputs(" (source gone: ", stdout);
-            print_escaped(stdout, ev->source);
+            cli_print_escaped(stdout, ev->source);
             fputs(")\n", stdout);
         }
         break;
@@ -210,7 +232,7 @@ static int on_event(const pm_event *ev, void *user_data)
         if (ev->status == PM_OK) {
             if (human_out && (c->verbose || c->dry_run)) {
                 fputs("up to date: ", stdout);
-                print_escaped(stdout, ev->source);
+                cli_print_escaped(stdout, ev->source);
                 fputc('\n', stdout);
             }
             break;
@@ -220,17 +242,30 @@ static int on_event(const pm_event *ev, void *user_data)
         /* fall through */
     case PM_EVENT_FAILED:
     case PM_EVENT_SCAN_ERROR:
-        fputs("pixmill: ", stderr);
-        print_escaped(stderr, ev->source);
-        fputs(ev->type == PM_EVENT_SKIPPED                ? ": skipped: "
-              : c->dry_run && ev->type == PM_EVENT_FAILED ? ": would be rejected: "
-                                                          : ": ",
-              stderr);
-        print_reason(stderr, ev);
-        fputc('\n', stderr);
+        cli_print_failure(ev, c->dry_run);
         break;
     }
+}
+
+static int on_event(const pm_event *ev, void *user_data)
+{
+    const cli *c = user_data;
+    if (c->engine) /* under a supervisor, which prints from the journal */
+        return 0;
+    cli_print_event(c, ev, NULL);
     return 0;
+}
+
+void cli_print_failure(const pm_event *ev, int dry_run)
+{
+    fputs("pixmill: ", stderr);
+    cli_print_escaped(stderr, ev->source);
+    fputs(ev->type == PM_EVENT_SKIPPED             ? ": skipped: "
+          : dry_run && ev->type == PM_EVENT_FAILED ? ": would be rejected: "
+                                                   : ": ",
+          stderr);
+    print_reason(stderr, ev);
+    fputc('\n', stderr);
 }
 
 static void format_bytes(char *buf, size_t n, uint64_t bytes)
@@ -243,7 +278,7 @@ static void format_bytes(char *buf, size_t n, uint64_t bytes)
         snprintf(buf, n, "%" PRIu64 " B", bytes);
 }
 
-static void print_summary(const pm_summary *s, int dry_run)
+void cli_print_summary(const pm_summary *s, int dry_run)
 {
     char in[32], out[32];
     if (dry_run) {
@@ -376,6 +411,13 @@ int main(int argc, char **argv)
         {"prune", no_argument, NULL, 'X' + 256},
         {"manifest", required_argument, NULL, 'M' + 256},
         {"json", no_argument, NULL, 'J' + 256},
+        {"timeout", required_argument, NULL, 't' + 256},
+        {"no-isolate", no_argument, NULL, 'I' + 256},
+        /* between the supervisor and its engine (see supervise.c) */
+        {"engine-fd", required_argument, NULL, 1000},
+        {"engine-skip", required_argument, NULL, 1003},
+        {"engine-only", required_argument, NULL, 1004},
+        {"engine-lists", required_argument, NULL, 1005},
         {NULL, 0, NULL, 0},
     };
     pm_options opts;
@@ -392,6 +434,13 @@ int main(int argc, char **argv)
     int ch;
     opterr = 0;
     atexit(free_recipe);
+    /* getopt permutes argv: the supervisor hands its engine the command line as given */
+    char **given = g_strdupv(argv);
+    double timeout = 300;
+    int isolate = 1, engine_fd = -1;
+    uint64_t engine_only = 0;
+    GHashTable *skip_seqs = NULL;
+    int engine_lists[64], n_engine_lists = 0;
     /* A recipe first, whatever its place: every other option overrides it. getopt_long keeps
      * global state: fine here, before any thread exists. */
     while (
@@ -435,6 +484,39 @@ int main(int argc, char **argv)
         case 'J' + 256:
             c.json = 1;
             break;
+        case 't' + 256: {
+            char *end;
+            timeout = g_ascii_strtod(optarg, &end);
+            if (!*optarg || *end || !(timeout >= 0) || timeout > 1e6)
+                return usage_error("invalid timeout '%s' (want seconds, 0 for none)", optarg);
+            break;
+        }
+        case 'I' + 256:
+            isolate = 0;
+            break;
+        case 1000:
+            if (parse_long(optarg, 0, 1 << 20, &v))
+                return usage_error("invalid --engine-fd");
+            engine_fd = (int)v;
+            opts.journal_fd = engine_fd;
+            c.engine = 1;
+            break;
+        case 1003:
+            if (parse_seq_list(optarg, &skip_seqs) != 0)
+                return usage_error("invalid --engine-skip");
+            break;
+        case 1004:
+            if (parse_long(optarg, 1, INT64_MAX - 1, &v))
+                return usage_error("invalid --engine-only");
+            engine_only = (uint64_t)v;
+            break;
+        case 1005: {
+            gchar **parts = g_strsplit(optarg, ",", 64);
+            for (int i = 0; parts[i] && n_engine_lists < 64; i++)
+                engine_lists[n_engine_lists++] = atoi(parts[i]);
+            g_strfreev(parts);
+            break;
+        }
         case 'o':
             if (!*optarg)
                 return usage_error("empty output folder");
@@ -600,7 +682,25 @@ int main(int argc, char **argv)
         if (!*argv[i])
             return usage_error("empty input path");
 
+    char why[512] = "";
+    if (pm_options_check(&opts, why, sizeof(why)) != PM_OK)
+        return usage_error("%s", *why ? why : "these options cannot go together");
     signal(SIGPIPE, SIG_IGN); /* a closed stdout must not kill the run */
+    if (isolate && engine_fd < 0) {
+        /* The batch runs in a child; this process survives its crashes (supervise.c). */
+        sup_config sc = {given + 1, argc - 1, timeout, c, opts.force, files_from, n_files_from};
+        int status = cli_supervise(&sc);
+        g_strfreev(given);
+        return status;
+    }
+    g_strfreev(given);
+    if (engine_fd >= 0) {
+        if (engine_only) {
+            opts.skip_below = engine_only;
+            opts.stop_after = engine_only + 1;
+            opts.jobs = 1;
+        }
+    }
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
@@ -619,18 +719,32 @@ int main(int argc, char **argv)
         }
     }
     pm_batch *batch;
-    char why[512] = "";
-    if (pm_options_check(&opts, why, sizeof(why)) != PM_OK ||
-        pm_batch_create(&batch, &opts) != PM_OK) {
+    if (pm_batch_create(&batch, &opts) != PM_OK) {
         pm_global_shutdown();
         return usage_error("%s", *why ? why : "these options cannot go together");
     }
     free_recipe(); /* the batch has its own copies now */
     for (int i = optind; i < argc; i++)
         pm_batch_add_input(batch, argv[i]);
+    if (skip_seqs) {
+        GHashTableIter it;
+        gpointer k;
+        g_hash_table_iter_init(&it, skip_seqs);
+        while (g_hash_table_iter_next(&it, &k, NULL))
+            pm_batch_skip(batch, (uint64_t) * (gint64 *)k);
+        g_hash_table_destroy(skip_seqs);
+    }
     for (int i = 0; i < n_files_from; i++) {
-        int fd = strcmp(files_from[i], "-") == 0 ? STDIN_FILENO
+        int fd;
+        if (i < n_engine_lists) { /* the supervisor's copy, read from its start */
+            char path[64];
+            snprintf(path, sizeof(path), "/proc/self/fd/%d", engine_lists[i]);
+            fd = open(path, O_RDONLY | O_CLOEXEC);
+            close(engine_lists[i]);
+        } else {
+            fd = strcmp(files_from[i], "-") == 0 ? STDIN_FILENO
                                                  : open(files_from[i], O_RDONLY | O_CLOEXEC);
+        }
         if (fd < 0) {
             char buf[256];
             fprintf(stderr, "pixmill: %s: %s\n", files_from[i],
@@ -655,8 +769,16 @@ int main(int argc, char **argv)
         pthread_join(sig_thread, NULL);
     }
     pm_batch_destroy(batch);
-    if (!c.quiet || rc == PM_ERR_CANCELLED)
-        print_summary(&sum, c.dry_run);
+    if (engine_fd >= 0) { /* the supervisor prints the summary of every engine */
+        char z[128];
+        int n = snprintf(z, sizeof(z), "Z %" PRIu64 " %" PRIu64 " %.3f %d\n", sum.pruned,
+                         sum.temps_swept, sum.cpu_seconds, sum.jobs);
+        if (write(engine_fd, z, (size_t)n) != n)
+            fputs("pixmill: the supervisor is gone\n", stderr);
+    } else if (!c.quiet || rc == PM_ERR_CANCELLED) {
+        cli_print_summary(&sum, c.dry_run);
+    }
+
     fflush(stdout);
     pm_global_shutdown();
 

@@ -148,9 +148,11 @@ static long long traced_file_read_bytes(const char *log, const char *file, long 
     *hashed = 0;
     char *text = pmt_read_file(log, NULL);
     ck_assert_ptr_nonnull(text);
-    GHashTable *fds = g_hash_table_new(g_direct_hash, g_direct_equal);     /* fd of the file */
-    GHashTable *pending = g_hash_table_new(g_direct_hash, g_direct_equal); /* pid -> fd+1 */
+    GHashTable *fds = g_hash_table_new(g_direct_hash, g_direct_equal);          /* fd of the file */
+    GHashTable *pending = g_hash_table_new(g_direct_hash, g_direct_equal);      /* pid -> fd+1 */
+    GHashTable *pending_open = g_hash_table_new(g_direct_hash, g_direct_equal); /* pids */
     long long total = 0;
+    int root_pid = 0;
     char *save = NULL;
     for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         int pid = 0, fd = -1;
@@ -159,6 +161,12 @@ static long long traced_file_read_bytes(const char *log, const char *file, long 
         char *paren = strchr(line, '(');
         if (paren && paren[1] >= '0' && paren[1] <= '9')
             fd = atoi(paren + 1); /* openat's first argument is AT_FDCWD: no fd */
+        /* The first process is pixmill's supervisor: it never opens a source, and its own
+         * descriptors (a close(7) of its own) must not be mistaken for the engine's. */
+        if (root_pid == 0)
+            sscanf(line, "%d", &root_pid);
+        if (sscanf(line, "%d", &pid) == 1 && pid == root_pid)
+            continue;
         if (sscanf(line, "%d %15[a-z0-9_](", &pid, call) < 2) {
             /* "PID <... read resumed>..., = ret" */
             char *res = strstr(line, " resumed>");
@@ -167,10 +175,21 @@ static long long traced_file_read_bytes(const char *log, const char *file, long 
             gpointer p = g_hash_table_lookup(pending, GINT_TO_POINTER(pid));
             g_hash_table_remove(pending, GINT_TO_POINTER(pid));
             char *eq = strrchr(line, '=');
+            if (strstr(line, "openat resumed") &&
+                g_hash_table_remove(pending_open, GINT_TO_POINTER(pid))) {
+                if (eq && sscanf(eq + 1, "%lld", &ret) == 1 && ret >= 0)
+                    g_hash_table_add(fds, GINT_TO_POINTER((int)ret));
+                continue;
+            }
             if (p && eq && sscanf(eq + 1, "%lld", &ret) == 1 && ret > 0 &&
                 (strstr(line, "read resumed") || strstr(line, "readv resumed")) &&
                 g_hash_table_contains(fds, GINT_TO_POINTER(GPOINTER_TO_INT(p) - 1)))
                 total += ret;
+            continue;
+        }
+        if (strstr(line, "<unfinished ...>") && strcmp(call, "openat") == 0) {
+            if (strstr(line, file)) /* its descriptor comes on the "resumed" line */
+                g_hash_table_add(pending_open, GINT_TO_POINTER(pid));
             continue;
         }
         if (strstr(line, "<unfinished ...>")) {
@@ -202,6 +221,7 @@ static long long traced_file_read_bytes(const char *log, const char *file, long 
     }
     g_hash_table_destroy(fds);
     g_hash_table_destroy(pending);
+    g_hash_table_destroy(pending_open);
     free(text);
     return total;
 }

@@ -31,6 +31,9 @@ struct pm_batch {
     int n_variants;
     char *cwd;
     char profile_hash[PM__HASH_HEX];
+    uint64_t next_seq;     /* scanner thread only */
+    GHashTable *skip_seqs; /* fixed once run starts */
+    pthread_mutex_t journal_mu;
     GArray *inputs; /* of input; fixed once run starts */
     int ran;
     int cancel; /* atomic */
@@ -241,7 +244,20 @@ int pm_batch_create(pm_batch **out, const pm_options *opts)
     b->opts.n_variants = 0;
     memset(b->opts.variants, 0, sizeof(b->opts.variants));
     b->inputs = g_array_new(FALSE, TRUE, sizeof(input));
+    pthread_mutex_init(&b->journal_mu, NULL); /* cannot fail for a default mutex on Linux */
     *out = b;
+    return PM_OK;
+}
+
+int pm_batch_skip(pm_batch *batch, uint64_t seq)
+{
+    if (!batch || batch->ran || seq == 0)
+        return PM_ERR_USAGE;
+    if (!batch->skip_seqs)
+        batch->skip_seqs = g_hash_table_new(g_int64_hash, g_int64_equal);
+    gint64 *key = g_new(gint64, 1);
+    *key = (gint64)seq;
+    g_hash_table_add(batch->skip_seqs, key);
     return PM_OK;
 }
 
@@ -294,7 +310,13 @@ void pm_batch_destroy(pm_batch *batch)
     g_free(batch->profile_file);
     g_free(batch->manifest_path);
     g_free(batch->cwd);
+    if (batch->skip_seqs) {
+        GList *keys = g_hash_table_get_keys(batch->skip_seqs);
+        g_hash_table_destroy(batch->skip_seqs);
+        g_list_free_full(keys, g_free);
+    }
     pm__variants_free(batch->variants, batch->n_variants);
+    pthread_mutex_destroy(&batch->journal_mu);
     free(batch);
 }
 
@@ -316,13 +338,47 @@ static void thread_finished(pm_batch *b)
 
 /* ---- scanner thread ---- */
 
+/* The next entry's seq, and whether to pass it over (a supervisor's restart). */
+static int take_seq(pm_batch *b, uint64_t *seq, int *stop)
+{
+    *seq = ++b->next_seq;
+    *stop = b->opts.stop_after && *seq >= b->opts.stop_after;
+    gint64 key = (gint64)*seq;
+    return *stop || *seq < b->opts.skip_below ||
+           (b->skip_seqs && g_hash_table_contains(b->skip_seqs, &key));
+}
+
+/* One journal line, whole (the pipe reader sees lines, never parts of two). */
+static void journal(pm_batch *b, const char *line)
+{
+    if (b->opts.journal_fd < 0)
+        return;
+    pthread_mutex_lock(&b->journal_mu);
+    size_t left = strlen(line);
+    while (left > 0) {
+        ssize_t n = write(b->opts.journal_fd, line, left);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break; /* the supervisor is gone: carry on, it cannot be told */
+        line += n;
+        left -= (size_t)n;
+    }
+    pthread_mutex_unlock(&b->journal_mu);
+}
+
 static int scan_on_source(const char *path, const char *out_rel, int explicit_file, void *ud)
 {
     pm_batch *b = ud;
+    uint64_t seq;
+    int stop;
+    if (take_seq(b, &seq, &stop))
+        return stop;
     pm__job *job = g_new0(pm__job, 1);
     job->source = g_strdup(path);
     job->out_rel = g_strdup(out_rel);
     job->explicit_file = explicit_file;
+    job->seq = seq;
     pm__waitgroup_add(&b->wg, 1); /* before the push: a worker may finish it at once */
     if (pm__queue_push(b->jobs, job) != PM_OK) {
         pm__waitgroup_done(&b->wg);
@@ -337,10 +393,17 @@ static int scan_on_source(const char *path, const char *out_rel, int explicit_fi
 static void scan_on_event(pm_event_type type, const char *path, int status, int sys_errno, void *ud)
 {
     pm_batch *b = ud;
+    uint64_t seq = 0;
+    int stop;
+    if (type != PM_EVENT_SCAN_ERROR || path[0] != '(') { /* not a list that cannot be read */
+        if (take_seq(b, &seq, &stop))
+            return;
+    }
     pm__result *r = g_new0(pm__result, 1);
     r->ev.type = type;
     r->ev.status = status;
     r->ev.sys_errno = sys_errno;
+    r->ev.seq = seq;
     r->source = g_strdup(path);
     pm__result_link(r);
     post_result(b, r);
@@ -382,8 +445,16 @@ static void *worker_main(void *arg)
     while (pm__queue_pop(b->jobs, &item) == PM_OK) {
         pm__job *job = item;
         if (!__atomic_load_n(&b->cancel, __ATOMIC_ACQUIRE)) {
+            if (b->opts.journal_fd >= 0) {
+                char *esc = g_strescape(job->source, NULL);
+                char *line = g_strdup_printf("S %" G_GUINT64_FORMAT " %s\n", job->seq, esc);
+                journal(b, line);
+                g_free(line);
+                g_free(esc);
+            }
             pm__result *r = g_new0(pm__result, 1);
             pm__process_job(&b->ctx, job, r);
+            r->ev.seq = job->seq;
             post_result(b, r);
         }
         g_free(job->source);
@@ -449,20 +520,42 @@ static int outputs_overlap_inputs(pm_batch *b, const char *out_real)
     return 0;
 }
 
-static void post_fatal_path(const char *path, pm_event_cb cb, void *ud, int status, int err)
+/* Hands an event to the caller, then to the journal (a supervisor shows and counts from
+ * there). On the reporter thread only. */
+static void deliver(pm_batch *b, const pm_event *ev, pm_event_cb cb, void *ud)
+{
+    if (cb && cb(ev, ud) != 0)
+        pm_batch_cancel(b);
+    if (b->opts.journal_fd < 0)
+        return;
+    int written = 0;
+    for (int i = 0; i < ev->n_outputs; i++)
+        written += ev->outputs[i].status == PM_OK && !ev->outputs[i].current &&
+                   ev->type != PM_EVENT_PLANNED && ev->type != PM_EVENT_PRUNED;
+    char *json = pm_event_to_json(ev);
+    char *line = g_strdup_printf("E %" G_GUINT64_FORMAT " %d %d %d %" G_GUINT64_FORMAT
+                                 " %" G_GUINT64_FORMAT " %s\n",
+                                 ev->seq, (int)ev->type, ev->status, written, ev->bytes_in,
+                                 ev->bytes_out, json ? json : "{}");
+    journal(b, line);
+    g_free(line);
+    pm_free(json);
+}
+
+static void post_fatal_path(pm_batch *b, const char *path, pm_event_cb cb, void *ud, int status,
+                            int err)
 {
     pm_event ev = {0};
     ev.type = PM_EVENT_SCAN_ERROR;
     ev.source = path;
     ev.status = status;
     ev.sys_errno = err;
-    if (cb)
-        cb(&ev, ud);
+    deliver(b, &ev, cb, ud);
 }
 
 static void post_fatal(pm_batch *b, pm_event_cb cb, void *ud, int status, int err)
 {
-    post_fatal_path(b->output_dir, cb, ud, status, err);
+    post_fatal_path(b, b->output_dir, cb, ud, status, err);
 }
 
 /* Create the output root if needed, open it, and prove we can create files in it. A dry run
@@ -542,8 +635,7 @@ static void on_pruned(const pm__state *st, const int *removed, void *ud)
     ev.n_outputs = n;
     ev.outputs = outs;
     ev.output = n ? outs[0].path : NULL;
-    if (pc->cb && pc->cb(&ev, pc->user_data) != 0)
-        pm_batch_cancel(pc->b);
+    deliver(pc->b, &ev, pc->cb, pc->user_data);
     for (int i = 0; i < n; i++)
         g_free((char *)outs[i].path);
     g_free(outs);
@@ -668,8 +760,7 @@ int pm_batch_run(pm_batch *b, pm_event_cb on_event, void *user_data, pm_summary 
         }
         if (manifest)
             pm__manifest_add(manifest, &r->ev);
-        if (on_event && on_event(&r->ev, user_data) != 0)
-            pm_batch_cancel(b);
+        deliver(b, &r->ev, on_event, user_data);
         pm__result_free(r);
     }
     for (int i = 0; i < started; i++)
@@ -695,7 +786,7 @@ int pm_batch_run(pm_batch *b, pm_event_cb on_event, void *user_data, pm_summary 
     if (manifest && rc == PM_OK) {
         rc = pm__manifest_write(manifest, b->manifest_path, &err);
         if (rc != PM_OK)
-            post_fatal_path(b->manifest_path, on_event, user_data, rc, err);
+            post_fatal_path(b, b->manifest_path, on_event, user_data, rc, err);
     }
 done:
     pm__manifest_free(manifest);

@@ -205,6 +205,7 @@ typedef struct pm__job {
     char *source;  /* path to open */
     char *out_rel; /* output path below the root, without extension */
     int explicit_file;
+    uint64_t seq;
 } pm__job;
 
 /* An event with everything it points to owned here (g_free), so it can cross threads. */

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <glib.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1009,8 +1010,26 @@ static int save_state(const pm__process_ctx *ctx, const pm__job *job, job_state 
     return rc;
 }
 
+#ifdef PM_TEST_HOOKS
+/* Test builds only (cmake -DPM_TEST_HOOKS=ON, the default with tests): a source whose path
+ * contains $PIXMILL_TEST_CRASH dies as a decoder crash would; one containing $PIXMILL_TEST_HANG
+ * never finishes. They prove the supervisor's crash and timeout isolation. */
+static void test_hooks(const char *source)
+{
+    const char *crash = getenv("PIXMILL_TEST_CRASH"); // NOLINT(concurrency-mt-unsafe)
+    const char *hang = getenv("PIXMILL_TEST_HANG");   // NOLINT(concurrency-mt-unsafe)
+    if (crash && *crash && strstr(source, crash))
+        raise(SIGSEGV);
+    while (hang && *hang && strstr(source, hang))
+        sleep(60);
+}
+#endif
+
 void pm__process_job(const pm__process_ctx *ctx, const pm__job *job, pm__result *r)
 {
+#ifdef PM_TEST_HOOKS
+    test_hooks(job->source);
+#endif
     const pm_options *o = ctx->opts;
     double t0 = now_seconds();
     job_state s = {.fd = -1, .dirfd = -1, .same = PM_FORMAT_PNG};

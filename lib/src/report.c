@@ -82,7 +82,7 @@ static void add_error(JsonBuilder *jb, int status, int sys_errno, const char *me
 static void add_output(JsonBuilder *jb, const pm_output *o, int for_manifest)
 {
     json_builder_begin_object(jb);
-    add_name(jb, "path", NULL, o->path);
+    add_name(jb, "path", for_manifest ? NULL : "path_url", o->path);
     add_name(jb, "name", "url", o->name);
     add_string(jb, "variant", o->variant ? o->variant : "");
     add_string(jb, "format", format_name(o->format));
@@ -175,6 +175,12 @@ static JsonNode *event_node(const pm_event *ev, int for_manifest)
         }
     } else {
         add_error(jb, ev->status, ev->sys_errno, ev->message);
+        if (ev->sys_errno)
+            add_int(jb, "errno", ev->sys_errno);
+        if (ev->message)
+            add_string(jb, "message", ev->message);
+        if (ev->seq)
+            add_int(jb, "seq", (gint64)ev->seq);
         if (ev->type == PM_EVENT_DONE || ev->type == PM_EVENT_FAILED) {
             add_int(jb, "decodes", ev->decodes);
             json_builder_set_member_name(jb, "seconds");

@@ -50,7 +50,9 @@ PM_EXTERN const char *pm_version_string(void);
     X(PM_ERR_LOOP, -19, "directory loop")                                                          \
     X(PM_ERR_NAME, -20, "output name is not usable")                                               \
     X(PM_ERR_STATE, -21, "build state could not be written")                                       \
-    X(PM_ERR_MANIFEST, -22, "manifest could not be written")
+    X(PM_ERR_MANIFEST, -22, "manifest could not be written")                                       \
+    X(PM_ERR_CRASHED, -23, "the process died while working on this file")                          \
+    X(PM_ERR_TIMEOUT, -24, "timed out")
 
 typedef enum pm_status {
 #define PM__STATUS_ENUM(name, value, text) name = value,
@@ -262,6 +264,15 @@ typedef struct pm_options {
     int dry_run;               /* read headers, decide, report; write nothing */
     int prune;                 /* after the run, remove outputs whose source is gone */
     const char *manifest_path; /* JSON manifest written at the end; NULL: none; copied */
+    /* Supervision (see pm_event.seq). Every entry the scan meets (a source, a skipped entry, a
+     * scan error) gets a sequence number from 1, in scan order. */
+    int journal_fd;      /* -1 (default): none. Else one line per event, written whole:
+                            "S <seq> <escaped path>" when a worker starts a source, and
+                            "E <seq> <type> <status> <outputs> <bytes_in> <bytes_out> <json>"
+                            after its event is delivered (scan events too; json as
+                            pm_event_to_json) */
+    uint64_t skip_below; /* entries with seq below this are passed over unreported */
+    uint64_t stop_after; /* 0: none; else the scan stops before this seq */
 } pm_options;
 
 /* Fills defaults. Thread-safe. */
@@ -295,6 +306,9 @@ PM_EXTERN int pm_loader_allow(const char *format);
 PM_EXTERN void pm_global_shutdown(void);
 
 typedef struct pm_batch pm_batch;
+
+/* Passes over the entry with this seq unreported (a supervisor's restart). Before run. */
+PM_EXTERN int pm_batch_skip(pm_batch *batch, uint64_t seq);
 
 /* Validates and copies opts. *out is written only on success. Not thread-safe per batch. */
 PM_EXTERN int pm_batch_create(pm_batch **out, const pm_options *opts);
@@ -345,6 +359,7 @@ typedef struct pm_event {
     const pm_output *outputs; /* n_outputs of them; a FAILED source may have written some */
     int decodes;              /* full decodes this source took: 1 for any number of outputs */
     double seconds;           /* time spent on this source */
+    uint64_t seq;             /* scan order, from 1; 0 for events outside the scan */
 } pm_event;
 
 /* Called from the thread that runs pm_batch_run, one event at a time. Must not call back into

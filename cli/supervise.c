@@ -1,0 +1,571 @@
+/* The supervisor: pixmill runs its batch in a child process (the engine: this program again,
+ * with --engine-* options) and watches it through a journal pipe. A decoder that crashes takes
+ * only the engine down; one that hangs past --timeout is killed. The files at fault are
+ * reported (crashed / timed out), the rest of the batch is resumed in a new engine, and the
+ * summary and exit status cover every engine. The supervisor never starts libvips.
+ *
+ * Journal lines from the engine (see pm_options.journal_fd):
+ *   S <seq> <escaped path>   a worker started a source
+ *   E <seq> <type> <status> <outputs> <bytes in> <bytes out>   its event was delivered
+ *   Z <pruned> <temps swept> <cpu seconds>                     the engine finished
+ * The engine prints nothing itself: the supervisor shows each event from its E line, so an
+ * event is shown exactly when it is counted, whatever the moment of a crash. Restarting: the
+ * sources already shown are replayed (they are up to date now, so this is cheap, and the
+ * manifest stays complete) without being shown again; the files at fault are passed over. */
+#define _GNU_SOURCE
+#include "cli.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <glib.h>
+#include <inttypes.h>
+#include <json-glib/json-glib.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+typedef struct inflight {
+    char *path;
+    double start;
+} inflight;
+
+/* What one engine was asked to do and what it did. */
+typedef struct engine_run {
+    /* in */
+    uint64_t quiet_below; /* events below this seq were shown by an earlier engine */
+    GHashTable *quiet;    /* and these (gint64*): replayed for the manifest, not shown */
+    GHashTable *skip;     /* pass these over entirely */
+    uint64_t only;        /* 0, or run just this seq (one worker) */
+    /* out */
+    GHashTable *flight; /* seq -> inflight, still open when the engine ended */
+    GHashTable *done;   /* seqs reported by this engine */
+    pm_summary sum;     /* from its E lines (and Z) */
+    int got_z;
+    int status;         /* waitpid status */
+    uint64_t timed_out; /* the seq the supervisor killed it for, or 0 */
+    int signo;          /* a signal the user sent, or 0 */
+} engine_run;
+
+static int list_fds[64];
+static int n_list_fds;
+
+static GHashTable *seq_set(void)
+{
+    return g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
+}
+
+static void seq_add(GHashTable *set, uint64_t seq)
+{
+    gint64 *k = g_new(gint64, 1);
+    *k = (gint64)seq;
+    g_hash_table_add(set, k);
+}
+
+static int seq_has(GHashTable *set, uint64_t seq)
+{
+    gint64 k = (gint64)seq;
+    return set && g_hash_table_contains(set, &k);
+}
+
+static char *seq_list(GHashTable *set)
+{
+    GString *s = g_string_new(NULL);
+    GHashTableIter it;
+    gpointer k;
+    g_hash_table_iter_init(&it, set);
+    while (g_hash_table_iter_next(&it, &k, NULL))
+        g_string_append_printf(s, "%s%" G_GINT64_FORMAT, s->len ? "," : "", *(gint64 *)k);
+    return g_string_free(s, FALSE);
+}
+
+/* The file lists are copied once, so that every engine reads the same list from its start
+ * (stdin and pipes cannot be read twice). */
+static int spool_lists(const sup_config *cfg)
+{
+    for (int i = 0; i < cfg->n_lists && i < 64; i++) {
+        int in = strcmp(cfg->lists[i], "-") == 0 ? STDIN_FILENO
+                                                 : open(cfg->lists[i], O_RDONLY | O_CLOEXEC);
+        if (in < 0) {
+            fprintf(stderr, "pixmill: %s: %s\n", cfg->lists[i], g_strerror(errno));
+            return -1;
+        }
+        const char *tmpdir = g_get_tmp_dir();
+        int out = open(tmpdir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+        if (out < 0) {
+            fprintf(stderr, "pixmill: cannot spool %s in %s: %s\n", cfg->lists[i], tmpdir,
+                    g_strerror(errno));
+            return -1;
+        }
+        char buf[65536];
+        ssize_t n;
+        while ((n = read(in, buf, sizeof(buf))) > 0 || (n < 0 && errno == EINTR))
+            if (n > 0 && write(out, buf, (size_t)n) != n)
+                n = -1;
+        if (in != STDIN_FILENO)
+            close(in);
+        if (n < 0) {
+            fprintf(stderr, "pixmill: cannot read %s: %s\n", cfg->lists[i], g_strerror(errno));
+            close(out);
+            return -1;
+        }
+        list_fds[n_list_fds++] = out;
+    }
+    return 0;
+}
+
+static pid_t spawn_engine(const sup_config *cfg, const engine_run *er, int journal_w)
+{
+    GPtrArray *args = g_ptr_array_new_with_free_func(g_free);
+    g_ptr_array_add(args, g_strdup("pixmill"));
+    g_ptr_array_add(args, g_strdup_printf("--engine-fd=%d", journal_w));
+    if (er->skip && g_hash_table_size(er->skip)) {
+        char *l = seq_list(er->skip);
+        g_ptr_array_add(args, g_strdup_printf("--engine-skip=%s", l));
+        g_free(l);
+    }
+    if (er->only)
+        g_ptr_array_add(args, g_strdup_printf("--engine-only=%" PRIu64, er->only));
+    if (n_list_fds) {
+        GString *l = g_string_new("--engine-lists=");
+        for (int i = 0; i < n_list_fds; i++)
+            g_string_append_printf(l, "%s%d", i ? "," : "", list_fds[i]);
+        g_ptr_array_add(args, g_string_free(l, FALSE));
+    }
+    /* The user's arguments last: after a "--" everything is an input. */
+    for (int i = 0; i < cfg->argc; i++)
+        g_ptr_array_add(args, g_strdup(cfg->argv[i]));
+    g_ptr_array_add(args, NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* The journal and the spooled lists are the engine's; signals are unblocked by the
+         * engine's own setup (it blocks them again for its signal thread). */
+        int keep[65];
+        keep[0] = journal_w;
+        for (int i = 0; i < n_list_fds; i++)
+            keep[i + 1] = list_fds[i];
+        for (int i = 0; i <= n_list_fds; i++)
+            fcntl(keep[i], F_SETFD, 0);
+        execv("/proc/self/exe", (char **)args->pdata);
+        _exit(127);
+    }
+    g_ptr_array_free(args, TRUE);
+    return pid;
+}
+
+/* One journal line into er. */
+static const char *member_string(JsonObject *o, const char *name)
+{
+    return json_object_has_member(o, name) ? json_object_get_string_member(o, name) : NULL;
+}
+
+static gint64 member_int(JsonObject *o, const char *name)
+{
+    return json_object_has_member(o, name) ? json_object_get_int_member(o, name) : 0;
+}
+
+static int status_from_name(const char *name)
+{
+    for (int st = 0; st >= -64; st--)
+        if (name && strcmp(pm_status_name(st), name) == 0)
+            return st;
+    return PM_OK;
+}
+
+/* The event an engine journalled, rebuilt from its JSON (names from their exact, escaped
+ * form), and shown as the engine itself would have. */
+static void show_event(const sup_config *cfg, int type, int status, const char *json)
+{
+    const cli_view *v = &cfg->view;
+    if (!v->json && !v->verbose && !v->dry_run &&
+        (type == PM_EVENT_DONE || (type == PM_EVENT_SKIPPED && status == PM_OK)))
+        return; /* nothing would be printed: no need to read it */
+    JsonParser *p = json_parser_new();
+    if (!json_parser_load_from_data(p, json, -1, NULL) ||
+        !JSON_NODE_HOLDS_OBJECT(json_parser_get_root(p))) {
+        g_object_unref(p);
+        return;
+    }
+    JsonObject *o = json_node_get_object(json_parser_get_root(p));
+    GPtrArray *owned = g_ptr_array_new_with_free_func(g_free);
+    pm_event ev = {0};
+    ev.type = (pm_event_type)type;
+    ev.status = status;
+    ev.source = g_uri_unescape_string(member_string(o, "source_url"), NULL);
+    g_ptr_array_add(owned, (char *)ev.source);
+    ev.sys_errno = (int)member_int(o, "errno");
+    ev.message = member_string(o, "message");
+    ev.source_width = (int)member_int(o, "source_width");
+    ev.source_height = (int)member_int(o, "source_height");
+    ev.seq = (uint64_t)member_int(o, "seq");
+    JsonArray *outs =
+        json_object_has_member(o, "outputs") ? json_object_get_array_member(o, "outputs") : NULL;
+    ev.n_outputs = outs ? (int)json_array_get_length(outs) : 0;
+    pm_output *po = g_new0(pm_output, ev.n_outputs ? ev.n_outputs : 1);
+    for (int i = 0; i < ev.n_outputs; i++) {
+        JsonObject *x = json_array_get_object_element(outs, (guint)i);
+        char *path = g_uri_unescape_string(member_string(x, "path_url"), NULL);
+        g_ptr_array_add(owned, path);
+        po[i].path = path;
+        po[i].name = member_string(x, "name");
+        po[i].variant = member_string(x, "variant");
+        pm_format_parse(member_string(x, "format"), &po[i].format);
+        po[i].width = (int)member_int(x, "width");
+        po[i].height = (int)member_int(x, "height");
+        po[i].bytes = (uint64_t)member_int(x, "bytes");
+        po[i].current =
+            json_object_has_member(x, "current") && json_object_get_boolean_member(x, "current");
+        po[i].status = status_from_name(member_string(x, "status"));
+    }
+    ev.outputs = po;
+    ev.output = ev.n_outputs ? po[0].path : NULL;
+    if (ev.source)
+        cli_print_event(&cfg->view, &ev, json);
+    g_free(po);
+    g_ptr_array_free(owned, TRUE);
+    g_object_unref(p);
+}
+
+static void take_line(const sup_config *cfg, engine_run *er, char *line, double t)
+{
+    uint64_t seq;
+    if (line[0] == 'S' && sscanf(line, "S %" SCNu64, &seq) == 1) {
+        const char *p = strchr(line + 2, ' ');
+        inflight *f = g_new0(inflight, 1);
+        f->path = g_strcompress(p ? p + 1 : "");
+        f->start = t;
+        gint64 *k = g_new(gint64, 1);
+        *k = (gint64)seq;
+        g_hash_table_replace(er->flight, k, f);
+        return;
+    }
+    int type, status, outputs;
+    uint64_t in, out;
+    if (line[0] == 'E' && sscanf(line, "E %" SCNu64 " %d %d %d %" SCNu64 " %" SCNu64, &seq, &type,
+                                 &status, &outputs, &in, &out) == 6) {
+        gint64 k = (gint64)seq;
+        g_hash_table_remove(er->flight, &k);
+        int quiet = seq && (seq < er->quiet_below || seq_has(er->quiet, seq));
+        if (seq && !quiet)
+            seq_add(er->done, seq);
+        if (quiet)
+            return; /* reported by an earlier engine: replayed for the manifest only */
+        const char *json = line;
+        for (int field = 0; field < 7 && json; field++) {
+            json = strchr(json, ' ');
+            json = json ? json + 1 : NULL;
+        }
+        if (json)
+            show_event(cfg, type, status, json);
+        pm_summary *s = &er->sum;
+        s->outputs += (uint64_t)outputs;
+        s->bytes_out += out;
+        switch ((pm_event_type)type) {
+        case PM_EVENT_DONE:
+            s->processed++;
+            s->bytes_in += in;
+            break;
+        case PM_EVENT_PLANNED:
+            s->processed++;
+            break;
+        case PM_EVENT_FAILED:
+            s->failed++;
+            break;
+        case PM_EVENT_SKIPPED:
+            if (status == PM_OK)
+                s->up_to_date++;
+            else
+                s->skipped++;
+            break;
+        case PM_EVENT_SCAN_ERROR:
+            s->scan_errors++;
+            break;
+        case PM_EVENT_PRUNED:
+            break;
+        }
+        return;
+    }
+    double cpu;
+    if (line[0] == 'Z' && sscanf(line, "Z %" SCNu64 " %" SCNu64 " %lf %d", &er->sum.pruned,
+                                 &er->sum.temps_swept, &cpu, &er->sum.jobs) == 4)
+        er->got_z = 1;
+}
+
+static void free_inflight(gpointer p)
+{
+    inflight *f = p;
+    g_free(f->path);
+    g_free(f);
+}
+
+/* Runs one engine to its end: reads its journal, kills it when a source passes the timeout,
+ * forwards signals sent to the supervisor. */
+static void run_engine(const sup_config *cfg, engine_run *er, int sigfd, int *user_signal)
+{
+    er->flight = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, free_inflight);
+    er->done = seq_set();
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0) {
+        er->status = 3 << 8;
+        return;
+    }
+    pid_t pid = spawn_engine(cfg, er, p[1]);
+    close(p[1]);
+    if (pid < 0) {
+        close(p[0]);
+        er->status = 3 << 8;
+        return;
+    }
+    GString *buf = g_string_new(NULL);
+    int open_pipe = 1, killed = 0;
+    while (open_pipe) {
+        /* the next deadline among the sources in flight */
+        int wait_ms = -1;
+        double t = now();
+        if (cfg->timeout > 0 && !killed) {
+            GHashTableIter it;
+            gpointer k, v;
+            g_hash_table_iter_init(&it, er->flight);
+            while (g_hash_table_iter_next(&it, &k, &v)) {
+                double left = ((inflight *)v)->start + cfg->timeout - t;
+                if (left <= 0) {
+                    er->timed_out = (uint64_t) * (gint64 *)k;
+                    kill(pid, SIGKILL);
+                    killed = 1;
+                    break;
+                }
+                int ms = (int)(left * 1000) + 1;
+                wait_ms = wait_ms < 0 || ms < wait_ms ? ms : wait_ms;
+            }
+        }
+        struct pollfd fds[2] = {{p[0], POLLIN, 0}, {sigfd, POLLIN, 0}};
+        int n = poll(fds, 2, wait_ms);
+        if (n < 0 && errno != EINTR)
+            break;
+        if (n > 0 && (fds[1].revents & POLLIN)) {
+            struct signalfd_siginfo si;
+            if (read(sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+                /* A terminal's Ctrl-C reaches the engine too (same process group); a kill
+                 * aimed at the supervisor alone is passed on. A second signal: at once. */
+                if (si.ssi_code == SI_USER || si.ssi_code == SI_QUEUE || *user_signal)
+                    kill(pid, (int)si.ssi_signo);
+                if (!*user_signal)
+                    *user_signal = (int)si.ssi_signo;
+                er->signo = *user_signal;
+            }
+        }
+        if (n > 0 && (fds[0].revents & (POLLIN | POLLHUP))) {
+            char chunk[8192];
+            ssize_t got = read(p[0], chunk, sizeof(chunk));
+            if (got <= 0) {
+                open_pipe = got < 0 && errno == EINTR;
+                continue;
+            }
+            g_string_append_len(buf, chunk, got);
+            char *nl;
+            while ((nl = memchr(buf->str, '\n', buf->len)) != NULL) {
+                *nl = '\0';
+                take_line(cfg, er, buf->str, now());
+                g_string_erase(buf, 0, (gssize)(nl - buf->str) + 1);
+            }
+        }
+    }
+    close(p[0]);
+    g_string_free(buf, TRUE);
+    while (waitpid(pid, &er->status, 0) < 0 && errno == EINTR)
+        ;
+}
+
+static void report_condemned(const sup_config *cfg, uint64_t seq, const char *path, int status,
+                             const char *why)
+{
+    pm_event ev = {0};
+    ev.type = PM_EVENT_FAILED;
+    ev.source = path;
+    ev.status = status;
+    ev.message = why;
+    ev.seq = seq;
+    cli_print_event(&cfg->view, &ev, NULL);
+}
+
+static void add_summary(pm_summary *to, const pm_summary *s)
+{
+    to->processed += s->processed;
+    to->outputs += s->outputs;
+    to->up_to_date += s->up_to_date;
+    to->skipped += s->skipped;
+    to->failed += s->failed;
+    to->scan_errors += s->scan_errors;
+    to->bytes_in += s->bytes_in;
+    to->bytes_out += s->bytes_out;
+    to->pruned += s->pruned;
+    to->temps_swept += s->temps_swept;
+    if (s->jobs > to->jobs)
+        to->jobs = s->jobs;
+}
+
+static void engine_run_free(engine_run *er)
+{
+    if (er->flight)
+        g_hash_table_destroy(er->flight);
+    if (er->done)
+        g_hash_table_destroy(er->done);
+    er->flight = er->done = NULL;
+}
+
+static char *death_text(int status)
+{
+    if (WIFSIGNALED(status))
+        return g_strdup_printf("killed by SIG%s", sigabbrev_np(WTERMSIG(status))
+                                                      ? sigabbrev_np(WTERMSIG(status))
+                                                      : "a signal");
+    return g_strdup_printf("exited with status %d", WEXITSTATUS(status));
+}
+
+/* Did this engine end without finishing its batch (a crash, or our kill)? */
+static int engine_died(const engine_run *er)
+{
+    return WIFSIGNALED(er->status) ||
+           (WIFEXITED(er->status) && !er->got_z && WEXITSTATUS(er->status) != 2 &&
+            WEXITSTATUS(er->status) != 3 && !er->signo);
+}
+
+int cli_supervise(const sup_config *cfg)
+{
+    double t0 = now();
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    int sigfd = signalfd(-1, &set, SFD_CLOEXEC);
+    if (sigfd < 0 || spool_lists(cfg) != 0)
+        return 3;
+
+    pm_summary total = {0};
+    uint64_t quiet_below = 1; /* every seq below has been reported */
+    GHashTable *quiet = seq_set(), *condemned = seq_set();
+    uint64_t n_condemned = 0;
+    int user_signal = 0, exit_code = -1, restarts_without_culprit = 0;
+    for (;;) {
+        engine_run er = {0};
+        er.quiet_below = quiet_below;
+        er.quiet = quiet;
+        er.skip = condemned;
+        run_engine(cfg, &er, sigfd, &user_signal);
+        add_summary(&total, &er.sum);
+        /* everything this engine reported is replayed quietly next time */
+        GHashTableIter it;
+        gpointer k;
+        g_hash_table_iter_init(&it, er.done);
+        while (g_hash_table_iter_next(&it, &k, NULL))
+            if (!seq_has(quiet, (uint64_t) * (gint64 *)k))
+                seq_add(quiet, (uint64_t) * (gint64 *)k);
+        while (seq_has(quiet, quiet_below) || seq_has(condemned, quiet_below)) {
+            gint64 key = (gint64)quiet_below;
+            g_hash_table_remove(quiet, &key);
+            quiet_below++;
+        }
+        if (user_signal || !engine_died(&er)) {
+            if (!user_signal && WIFEXITED(er.status) && WEXITSTATUS(er.status) >= 2)
+                exit_code = WEXITSTATUS(er.status); /* usage or fatal: as the engine said */
+            engine_run_free(&er);
+            break;
+        }
+        /* The engine died. A timeout names its file; a crash names the only file in flight,
+         * or each suspect is tried alone. Files merely in flight beside a timed-out one are
+         * innocent: the next engine does them again. */
+        char *death = death_text(er.status);
+        int culprits = 0;
+        GHashTableIter fi;
+        gpointer fk, fv;
+        g_hash_table_iter_init(&fi, er.flight);
+        int n_flight = (int)g_hash_table_size(er.flight);
+        while (g_hash_table_iter_next(&fi, &fk, &fv)) {
+            uint64_t seq = (uint64_t) * (gint64 *)fk;
+            inflight *f = fv;
+            int guilty = 0, status = PM_ERR_CRASHED;
+            char *why = NULL;
+            if (seq < quiet_below || seq_has(quiet, seq)) {
+                /* shown by an earlier engine, only replayed here: not the culprit */
+            } else if (er.timed_out) {
+                guilty = seq == er.timed_out;
+                status = PM_ERR_TIMEOUT;
+                why = g_strdup_printf("still working after --timeout=%g s; stopped", cfg->timeout);
+            } else if (n_flight == 1) {
+                guilty = 1;
+                why = g_strdup_printf("the decoding process was %s", death);
+            } else {
+                /* several suspects: this one alone, in its own engine */
+                engine_run alone = {0};
+                alone.only = seq;
+                alone.quiet_below = quiet_below;
+                alone.quiet = quiet;
+                alone.skip = condemned;
+                run_engine(cfg, &alone, sigfd, &user_signal);
+                add_summary(&total, &alone.sum);
+                if (engine_died(&alone) && !user_signal) {
+                    guilty = 1;
+                    status = alone.timed_out ? PM_ERR_TIMEOUT : PM_ERR_CRASHED;
+                    char *d = death_text(alone.status);
+                    why = alone.timed_out
+                              ? g_strdup_printf("still working after --timeout=%g s; stopped",
+                                                cfg->timeout)
+                              : g_strdup_printf("the decoding process was %s (alone)", d);
+                    g_free(d);
+                } else if (seq_has(alone.done, seq)) {
+                    seq_add(quiet, seq); /* reported by its own engine */
+                }
+                engine_run_free(&alone);
+            }
+            if (guilty) {
+                report_condemned(cfg, seq, f->path, status, why);
+                seq_add(condemned, seq);
+                n_condemned++;
+                culprits++;
+            }
+            g_free(why);
+        }
+        g_free(death);
+        engine_run_free(&er);
+        if (user_signal)
+            break;
+        /* A death outside any file (or one no file reproduces) may happen once more; then
+         * give up rather than loop. */
+        if (culprits == 0 && ++restarts_without_culprit > 1) {
+            fputs("pixmill: the engine keeps dying outside any one file; stopping\n", stderr);
+            exit_code = 3;
+            break;
+        }
+    }
+    total.failed += n_condemned;
+    struct rusage ru;
+    getrusage(RUSAGE_CHILDREN, &ru);
+    total.wall_seconds = now() - t0;
+    total.cpu_seconds = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+                        (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+    if (exit_code != 2 && (!cfg->view.quiet || user_signal))
+        cli_print_summary(&total, cfg->view.dry_run);
+    g_hash_table_destroy(quiet);
+    g_hash_table_destroy(condemned);
+    for (int i = 0; i < n_list_fds; i++)
+        close(list_fds[i]);
+    close(sigfd);
+    if (user_signal)
+        return 128 + user_signal;
+    if (exit_code >= 0)
+        return exit_code;
+    return (total.failed + total.scan_errors) ? 1 : 0;
+}
