@@ -84,6 +84,10 @@ static const char usage_text[] =
     "      --queue=N           bounded queue capacity (default: 4 x jobs, at least 16)\n"
     "      --max-pixels=N      refuse images whose width x height x pages exceed N, checked\n"
     "                          from the header before decoding (default 268402689; 0: no cap)\n"
+    "      --max-file-size=N   refuse sources larger than N bytes (k, M, G suffixes) before\n"
+    "                          reading them (default: no limit)\n"
+    "      --max-pages=N       refuse sources with more than N frames or pages, from the\n"
+    "                          header (default 10000; 0: no limit)\n"
     "      --fail-on=LEVEL     none, truncated, error (default) or warning: how strict the\n"
     "                          decoder is; a file that fails gets no output\n"
     "      --hidden            also walk dot files and dot folders\n"
@@ -412,6 +416,8 @@ int main(int argc, char **argv)
         {"manifest", required_argument, NULL, 'M' + 256},
         {"json", no_argument, NULL, 'J' + 256},
         {"timeout", required_argument, NULL, 't' + 256},
+        {"max-file-size", required_argument, NULL, 'z' + 256},
+        {"max-pages", required_argument, NULL, 'g' + 256},
         {"no-isolate", no_argument, NULL, 'I' + 256},
         /* between the supervisor and its engine (see supervise.c) */
         {"engine-fd", required_argument, NULL, 1000},
@@ -493,6 +499,27 @@ int main(int argc, char **argv)
         }
         case 'I' + 256:
             isolate = 0;
+            break;
+        case 'z' + 256: {
+            /* bytes, or with a k/M/G suffix (powers of 1024) */
+            char *end;
+            errno = 0;
+            unsigned long long n = g_ascii_strtoull(optarg, &end, 10);
+            unsigned long long mult = *end == 'k'   ? 1ull << 10
+                                      : *end == 'M' ? 1ull << 20
+                                      : *end == 'G' ? 1ull << 30
+                                                    : 1;
+            if (mult > 1)
+                end++;
+            if (!*optarg || *optarg == '-' || errno || *end || n > UINT64_MAX / mult)
+                return usage_error("invalid max-file-size '%s' (want bytes, or N k, M, G)", optarg);
+            opts.max_file_size = n * mult;
+            break;
+        }
+        case 'g' + 256:
+            if (parse_long(optarg, 0, INT32_MAX, &v))
+                return usage_error("invalid max-pages '%s' (want 0..2147483647)", optarg);
+            opts.max_pages = (int)v;
             break;
         case 1000:
             if (parse_long(optarg, 0, 1 << 20, &v))

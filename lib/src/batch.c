@@ -33,6 +33,7 @@ struct pm_batch {
     char profile_hash[PM__HASH_HEX];
     uint64_t next_seq;     /* scanner thread only */
     GHashTable *skip_seqs; /* fixed once run starts */
+    GHashTable *named;     /* scanner thread only: (dev, ino) of files named as inputs */
     pthread_mutex_t journal_mu;
     GArray *inputs; /* of input; fixed once run starts */
     int ran;
@@ -374,6 +375,32 @@ static int scan_on_source(const char *path, const char *out_rel, int explicit_fi
     int stop;
     if (take_seq(b, &seq, &stop))
         return stop;
+    /* A file named twice (or by a link and by its name) is one source: one writer per output.
+     * Only named files are remembered (walks meet each inode under its own names), and at
+     * most 100,000 of them, so memory stays bounded for endless lists. */
+    struct stat st;
+    if (explicit_file && stat(path, &st) == 0 && S_ISREG(st.st_mode)) {
+        if (!b->named)
+            b->named = g_hash_table_new_full(g_bytes_hash, g_bytes_equal,
+                                             (GDestroyNotify)g_bytes_unref, NULL);
+        dev_t key[2] = {st.st_dev, (dev_t)st.st_ino};
+        GBytes *k = g_bytes_new(key, sizeof(key));
+        if (g_hash_table_contains(b->named, k)) {
+            g_bytes_unref(k);
+            pm__result *r = g_new0(pm__result, 1);
+            r->ev.type = PM_EVENT_SKIPPED;
+            r->ev.status = PM_ERR_DUPLICATE;
+            r->ev.seq = seq;
+            r->source = g_strdup(path);
+            pm__result_link(r);
+            post_result(b, r);
+            return 0;
+        }
+        if (g_hash_table_size(b->named) < 100000)
+            g_hash_table_add(b->named, k);
+        else
+            g_bytes_unref(k);
+    }
     pm__job *job = g_new0(pm__job, 1);
     job->source = g_strdup(path);
     job->out_rel = g_strdup(out_rel);
@@ -432,6 +459,9 @@ static void *scanner_main(void *arg)
             break;
     }
     pm__queue_close(b->jobs);
+    if (b->named)
+        g_hash_table_destroy(b->named);
+    b->named = NULL;
     thread_finished(b);
     return NULL;
 }

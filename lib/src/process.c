@@ -522,6 +522,19 @@ static int open_source(const pm__job *job, job_state *s, pm__result *r, struct s
     return 0;
 }
 
+/* --max-file-size: checked on the open descriptor, before a byte is read. */
+static int check_file_size(const pm_options *o, const struct stat *st, pm__result *r)
+{
+    if (o->max_file_size && (uint64_t)st->st_size > o->max_file_size) {
+        fail(r, PM_ERR_LIMIT, 0,
+             g_strdup_printf("%" G_GUINT64_FORMAT
+                             " bytes is more than --max-file-size %" G_GUINT64_FORMAT,
+                             (guint64)st->st_size, o->max_file_size));
+        return -1;
+    }
+    return 0;
+}
+
 /* Sniff the format and read the header (lazy: no pixel decoded); the pixel cap is checked
  * here, before any decoding. */
 static int read_header(const pm__process_ctx *ctx, job_state *s, pm__result *r)
@@ -551,6 +564,12 @@ static int read_header(const pm__process_ctx *ctx, job_state *s, pm__result *r)
     uint64_t w = (uint64_t)s->header->Xsize, h = (uint64_t)s->header->Ysize;
     uint64_t pages = (uint64_t)vips_image_get_n_pages(s->header);
     s->pages = (int)MIN(pages, (uint64_t)INT_MAX);
+    if (o->max_pages && pages > (uint64_t)o->max_pages) {
+        fail(r, PM_ERR_LIMIT, 0,
+             g_strdup_printf("%" G_GUINT64_FORMAT " pages or frames is more than --max-pages %d",
+                             pages, o->max_pages));
+        return -1;
+    }
     if (o->max_pixels && (w * h > o->max_pixels / pages || w * h * pages > o->max_pixels)) {
         fail(r, PM_ERR_TOO_MANY_PIXELS, 0,
              g_strdup_printf("%" G_GUINT64_FORMAT "x%" G_GUINT64_FORMAT " x %" G_GUINT64_FORMAT
@@ -1039,7 +1058,7 @@ void pm__process_job(const pm__process_ctx *ctx, const pm__job *job, pm__result 
     memset(r, 0, sizeof(*r));
     r->source = g_strdup(job->source);
     r->ev.type = PM_EVENT_DONE;
-    if (open_source(job, &s, r, &st) != 0)
+    if (open_source(job, &s, r, &st) != 0 || check_file_size(o, &st, r) != 0)
         goto out;
     pm__state_location(job->out_rel, job->source, &s.state_dir, &s.state_name);
     s.have_old = pm__state_load(ctx->out_rootfd, s.state_dir, s.state_name, &s.old) == 0;

