@@ -713,6 +713,7 @@ int main(int argc, char **argv)
     if (pm_options_check(&opts, why, sizeof(why)) != PM_OK)
         return usage_error("%s", *why ? why : "these options cannot go together");
     signal(SIGPIPE, SIG_IGN); /* a closed stdout must not kill the run */
+    signal(SIGXFSZ, SIG_IGN); /* over ulimit -f: that file fails with EFBIG, the run goes on */
     if (isolate && engine_fd < 0) {
         /* The batch runs in a child; this process survives its crashes (supervise.c). */
         sup_config sc = {given + 1, argc - 1, timeout, c, opts.force, files_from, n_files_from};

@@ -550,6 +550,19 @@ static int outputs_overlap_inputs(pm_batch *b, const char *out_real)
     return 0;
 }
 
+static int is_full(int err)
+{
+    return err == ENOSPC || err == EDQUOT;
+}
+
+static int any_output_full(const pm_event *ev)
+{
+    for (int i = 0; i < ev->n_outputs; i++)
+        if (ev->outputs[i].status != PM_OK && is_full(ev->outputs[i].sys_errno))
+            return 1;
+    return 0;
+}
+
 /* Hands an event to the caller, then to the journal (a supervisor shows and counts from
  * there). On the reporter thread only. */
 static void deliver(pm_batch *b, const pm_event *ev, pm_event_cb cb, void *ud)
@@ -759,6 +772,7 @@ int pm_batch_run(pm_batch *b, pm_event_cb on_event, void *user_data, pm_summary 
 
     /* This thread is the reporter: it alone touches the summary and calls back. */
     void *item;
+    int full_in_a_row = 0, disk_full = 0;
     while (pm__queue_pop(b->events, &item) == PM_OK) {
         pm__result *r = item;
         for (int i = 0; i < r->ev.n_outputs; i++)
@@ -790,6 +804,15 @@ int pm_batch_run(pm_batch *b, pm_event_cb on_event, void *user_data, pm_summary 
         }
         if (manifest)
             pm__manifest_add(manifest, &r->ev);
+        /* A full disk fails every file after it: after a run of them, stop and say so. */
+        if (r->ev.type == PM_EVENT_FAILED && (is_full(r->ev.sys_errno) || any_output_full(&r->ev)))
+            full_in_a_row++;
+        else if (r->ev.type == PM_EVENT_DONE)
+            full_in_a_row = 0;
+        if (!disk_full && full_in_a_row >= (jobs + 2 > 4 ? jobs + 2 : 4)) {
+            disk_full = 1;
+            pm_batch_cancel(b);
+        }
         deliver(b, &r->ev, on_event, user_data);
         pm__result_free(r);
     }
@@ -811,8 +834,12 @@ int pm_batch_run(pm_batch *b, pm_event_cb on_event, void *user_data, pm_summary 
         pm__root_end(rootfd, lockfd);
         close(rootfd);
     }
-    if (rc == PM_OK && __atomic_load_n(&b->cancel, __ATOMIC_ACQUIRE))
+    if (rc == PM_OK && disk_full) {
+        rc = PM_ERR_DISK_FULL;
+        post_fatal(b, on_event, user_data, rc, ENOSPC);
+    } else if (rc == PM_OK && __atomic_load_n(&b->cancel, __ATOMIC_ACQUIRE)) {
         rc = PM_ERR_CANCELLED;
+    }
     if (manifest && rc == PM_OK) {
         rc = pm__manifest_write(manifest, b->manifest_path, &err);
         if (rc != PM_OK)

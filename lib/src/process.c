@@ -407,6 +407,23 @@ static const char *base_name(const char *name)
     return slash ? slash + 1 : name;
 }
 
+/* libvips reports a failed write(2) as a save error, with the errno only as text ("unix error:
+ * No space left on device"; errno itself is overwritten by then). A write that failed for want
+ * of room, quota, a size limit or I/O is a write failure, and the batch must know which: a
+ * full disk stops it. The text comes from g_strerror in this very process, so it matches. */
+static int write_errno_in(const char *text)
+{
+    static const int errs[] = {ENOSPC, EDQUOT, EFBIG, EIO, EROFS};
+    for (size_t i = 0; text && i < G_N_ELEMENTS(errs); i++) {
+        char *needle = g_strdup_printf("unix error: %s", g_strerror(errs[i]));
+        int hit = strstr(text, needle) != NULL;
+        g_free(needle);
+        if (hit)
+            return errs[i];
+    }
+    return 0;
+}
+
 /* Encode one image into one variant's temp file and publish it. */
 static void write_variant(const pm__process_ctx *ctx, job_state *s, variant *v, VipsImage *image)
 {
@@ -436,7 +453,9 @@ static void write_variant(const pm__process_ctx *ctx, job_state *s, variant *v, 
     target = vips_target_new_to_descriptor(temp.fd); /* dups the descriptor */
     if (!target ||
         save(img, target, v->format, ctx->opts, pv->quality, keep == PM_KEEP_NONE) != 0) {
-        fail_output(v, PM_ERR_ENCODE, 0, take_vips_error());
+        char *text = take_vips_error();
+        int e = write_errno_in(text);
+        fail_output(v, e ? PM_ERR_WRITE : PM_ERR_ENCODE, e, text);
         goto out;
     }
     VIPS_UNREF(target);
@@ -1121,7 +1140,12 @@ void pm__process_job(const pm__process_ctx *ctx, const pm__job *job, pm__result 
             }
         }
     }
-    if (need_save && r->ev.type != PM_EVENT_FAILED && save_state(ctx, job, &s, &st, &err) != PM_OK)
+    /* The first failure is the one to tell: an output's before the record's. */
+    int output_failed = 0;
+    for (int k = 0; k < s.n; k++)
+        output_failed |= !s.v[k].alias && s.v[k].out.status != PM_OK;
+    if (need_save && r->ev.type != PM_EVENT_FAILED &&
+        save_state(ctx, job, &s, &st, &err) != PM_OK && !output_failed)
         fail(r, PM_ERR_STATE, err, g_strdup("the output is made but will be rebuilt next time"));
 out:
     collect(ctx, &s, r);

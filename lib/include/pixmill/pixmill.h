@@ -54,7 +54,8 @@ PM_EXTERN const char *pm_version_string(void);
     X(PM_ERR_CRASHED, -23, "the process died while working on this file")                          \
     X(PM_ERR_TIMEOUT, -24, "timed out")                                                            \
     X(PM_ERR_LIMIT, -25, "over a configured limit")                                                \
-    X(PM_ERR_DUPLICATE, -26, "the same file was given earlier")
+    X(PM_ERR_DUPLICATE, -26, "the same file was given earlier")                                    \
+    X(PM_ERR_DISK_FULL, -27, "the output file system is full; stopped")
 
 typedef enum pm_status {
 #define PM__STATUS_ENUM(name, value, text) name = value,
@@ -387,7 +388,8 @@ typedef struct pm_summary {
 
 /* Runs the batch to completion, blocking; events are serialised through on_event (may be NULL).
  * Returns PM_OK when the batch ran (failed files are counted in the summary, not returned),
- * PM_ERR_CANCELLED when cancelled, or a fatal status (PM_ERR_OUTPUT_DIR, PM_ERR_THREAD, ...)
+ * PM_ERR_CANCELLED when cancelled, PM_ERR_DISK_FULL when outputs kept failing with ENOSPC or
+ * EDQUOT and the batch stopped early, or a fatal status (PM_ERR_OUTPUT_DIR, PM_ERR_THREAD, ...)
  * when nothing could be processed. summary may be NULL. Once per batch. */
 PM_EXTERN int pm_batch_run(pm_batch *batch, pm_event_cb on_event, void *user_data,
                            pm_summary *summary);

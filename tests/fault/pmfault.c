@@ -1,0 +1,102 @@
+/* LD_PRELOAD fault injection for tests: makes write(), fsync() or rename calls fail on
+ * pixmill's own temp files (".pixmill-*.tmp") only, so that journal pipes, spooled lists and
+ * everything libvips reads are untouched.
+ *   PM_FAULT=write|fsync|rename   the call to fail
+ *   PM_FAULT_ERRNO=N              errno to fail with (default EIO)
+ *   PM_FAULT_MATCH=TEXT           rename: only when the final name contains TEXT
+ *   PM_FAULT_AFTER=N              write: let N bytes through per file first (a disk filling up)
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int want(const char *call)
+{
+    const char *f = getenv("PM_FAULT");
+    return f && strcmp(f, call) == 0;
+}
+
+static int fault_errno(void)
+{
+    const char *e = getenv("PM_FAULT_ERRNO");
+    return e ? atoi(e) : EIO;
+}
+
+static int is_temp_fd(int fd)
+{
+    char link[64], target[4096];
+    snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, target, sizeof(target) - 1);
+    if (n <= 0)
+        return 0;
+    target[n] = '\0';
+    const char *base = strrchr(target, '/');
+    return base && strncmp(base + 1, ".pixmill-", 9) == 0 && strstr(base, ".tmp");
+}
+
+ssize_t write(int fd, const void *buf, size_t n)
+{
+    static ssize_t (*real)(int, const void *, size_t);
+    if (!real)
+        real = (ssize_t(*)(int, const void *, size_t))dlsym(RTLD_NEXT, "write");
+    if (want("write") && is_temp_fd(fd)) {
+        const char *after = getenv("PM_FAULT_AFTER");
+        off_t pos = lseek(fd, 0, SEEK_CUR);
+        if (!after || pos >= atoll(after)) {
+            errno = fault_errno();
+            return -1;
+        }
+    }
+    return real(fd, buf, n);
+}
+
+int fsync(int fd)
+{
+    static int (*real)(int);
+    if (!real)
+        real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+    if (want("fsync") && is_temp_fd(fd)) {
+        errno = fault_errno();
+        return -1;
+    }
+    return real(fd);
+}
+
+static int rename_fails(const char *from, const char *to)
+{
+    const char *m = getenv("PM_FAULT_MATCH");
+    const char *base = strrchr(from, '/');
+    base = base ? base + 1 : from;
+    return want("rename") && strncmp(base, ".pixmill-", 9) == 0 && (!m || strstr(to, m));
+}
+
+int renameat(int olddirfd, const char *from, int newdirfd, const char *to)
+{
+    static int (*real)(int, const char *, int, const char *);
+    if (!real)
+        real = (int (*)(int, const char *, int, const char *))dlsym(RTLD_NEXT, "renameat");
+    if (rename_fails(from, to)) {
+        errno = fault_errno();
+        return -1;
+    }
+    return real(olddirfd, from, newdirfd, to);
+}
+
+int renameat2(int olddirfd, const char *from, int newdirfd, const char *to, unsigned flags)
+{
+    static int (*real)(int, const char *, int, const char *, unsigned);
+    if (!real)
+        real =
+            (int (*)(int, const char *, int, const char *, unsigned))dlsym(RTLD_NEXT, "renameat2");
+    if (rename_fails(from, to)) {
+        errno = fault_errno();
+        return -1;
+    }
+    return real(olddirfd, from, newdirfd, to, flags);
+}
