@@ -92,7 +92,7 @@ static const char usage_text[] =
     "                          decoder is; a file that fails gets no output\n"
     "      --hidden            also walk dot files and dot folders\n"
     "      --allow=FORMAT      open an untrusted format's loader (blocked by default): svg,\n"
-    "                          pdf, magick, jp2k, jxl, ppm, fits, openexr, ... Repeatable\n"
+    "                          pdf, magick, jp2k, jxl, ppm, fits, openexr, ..., tiff. Repeatable\n"
     "      --files-from=FILE   read input paths from FILE ('-' for stdin), one per line;\n"
     "                          the listed path is mirrored under DIR\n"
     "  -0, --null              paths in --files-from are separated by NUL, not newline\n"

@@ -258,6 +258,26 @@ START_TEST(test_same_file_twice)
 }
 END_TEST
 
+START_TEST(test_tiff_blocked_until_allowed)
+{
+    char *t = pmt_make_image(in, "scan.tif", 64, 48, 3);
+    ck_assert_ptr_nonnull(t);
+    char *e = NULL;
+    ck_assert_int_eq(pmt_pixmill_run(&e, "-f", "png", "-o", out, in, NULL), 1);
+    ck_assert_msg(
+        strstr(e, "scan.tif: image format is blocked (untrusted loader) (loader tiffload"), "%s",
+        e);
+    free(e);
+    ck_assert_int_eq(pmt_count_files(out, ".png"), 0);
+    ck_assert_int_eq(pmt_pixmill_run(&e, "--allow", "tiff", "-f", "png", "-o", out, in, NULL), 0);
+    free(e);
+    char *p = pmt_path(out, "scan.png");
+    int w, h, c;
+    ck_assert_int_eq(pmt_png_decode(p, &w, &h, &c), 0);
+    free(p), free(t);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("bad");
@@ -270,6 +290,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_polyglot_payload_not_carried);
     tcase_add_test(tc, test_stdout_closed_early);
     tcase_add_test(tc, test_same_file_twice);
+    tcase_add_test(tc, test_tiff_blocked_until_allowed);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -43,6 +43,9 @@ int pm__vips_init(const char *argv0)
     vips_cache_set_max_mem(0);
     vips_cache_set_max_files(0);
     vips_block_untrusted_set(TRUE);
+    /* TIFF too, though libvips counts it trusted: Debian 12's 8.14.1 lacks the TIFF loader
+     * fixes of 8.14.2. --allow=tiff opens it. */
+    vips_operation_block_set("VipsForeignLoadTiff", TRUE);
     /* liborc (Debian 12: 0.4.33) is not safe when our workers compile vector programs at the
      * same time: libvips compiles one for each resize it builds, and two workers doing so
      * corrupted the heap ("malloc_consolidate(): unaligned fastbin chunk", SIGSEGV in
@@ -73,7 +76,8 @@ int pm_loader_allow(const char *format)
                {"csv", "VipsForeignLoadCsv"},
                {"matrix", "VipsForeignLoadMatrix"},
                {"raw", "VipsForeignLoadRaw"},
-               {"vips", "VipsForeignLoadVips"}};
+               {"vips", "VipsForeignLoadVips"},
+               {"tiff", "VipsForeignLoadTiff"}};
     for (size_t i = 0; format && i < G_N_ELEMENTS(map); i++) {
         if (strcmp(format, map[i].name) != 0)
             continue;

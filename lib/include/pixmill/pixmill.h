@@ -304,8 +304,9 @@ PM_EXTERN void pm_recipe_free(pm_recipe *recipe);
 PM_EXTERN int pm_global_init(const char *argv0);
 /* Unblocks one untrusted loader for the whole process: "svg", "pdf", "magick", "jp2k", "jxl",
  * "ppm", "fits", "openexr", "openslide", "mat", "rad", "analyze", "csv", "matrix", "raw",
- * "vips". After pm_global_init, before any batch runs; not thread-safe. PM_ERR_USAGE for a
- * name that is not one of those or that this libvips lacks. */
+ * "vips", and "tiff" (blocked by pixmill on libvips 8.14.1). After pm_global_init, before any batch
+ * runs; not thread-safe. PM_ERR_USAGE for a name that is not one of those or that this libvips
+ * lacks. */
 PM_EXTERN int pm_loader_allow(const char *format);
 
 /* After every batch is destroyed, from the main thread. */
