@@ -278,6 +278,101 @@ START_TEST(test_tiff_blocked_until_allowed)
 }
 END_TEST
 
+static gint by_text(gconstpointer a, gconstpointer b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The (source, event, status) lines of a --json stream, sorted. */
+static char *outcomes(const char *stream)
+{
+    gchar **lines = g_strsplit(stream ? stream : "", "\n", -1);
+    GPtrArray *keys = g_ptr_array_new_with_free_func(g_free);
+    for (int i = 0; lines[i]; i++) {
+        const char *src = strstr(lines[i], "\"source_url\":\"");
+        const char *ev = strstr(lines[i], "\"event\":\"");
+        const char *st = strstr(lines[i], "\"status\":\"");
+        if (!src || !ev)
+            continue;
+        char *k = g_strdup_printf("%.*s %.*s %.*s", (int)strcspn(src + 14, "\""), src + 14,
+                                  (int)strcspn(ev + 9, "\""), ev + 9,
+                                  st ? (int)strcspn(st + 10, "\"") : 2, st ? st + 10 : "ok");
+        g_ptr_array_add(keys, k);
+    }
+    g_ptr_array_sort(keys, by_text);
+    GString *all = g_string_new(NULL);
+    for (guint i = 0; i < keys->len; i++) {
+        const char *k = g_ptr_array_index(keys, i);
+        g_string_append_printf(all, "%s\n", k);
+    }
+    g_ptr_array_free(keys, TRUE);
+    g_strfreev(lines);
+    return g_string_free(all, FALSE);
+}
+
+START_TEST(test_mixed_corpus_same_outcomes_at_any_jobs)
+{
+    /* good ones, and one of each kind of trouble that needs no root or hook */
+    for (int i = 0; i < 6; i++) {
+        char rel[32];
+        g_snprintf(rel, sizeof(rel), i % 2 ? "good%d.jpg" : "good%d.png", i);
+        free(pmt_make_image(in, rel, 150 + 10 * i, 100, i % 2 ? 3 : 4));
+    }
+    size_t len;
+    char *jpg = pmt_read_file(pmt_make_image(in, "whole.jpg", 400, 300, 3), &len);
+    char *p = pmt_path(in, "truncated.jpg");
+    ck_assert_int_eq(pmt_write_file(p, jpg, len / 2), 0);
+    free(p);
+    char *png = pmt_read_file(pmt_make_image(in, "whole.png", 300, 200, 3), &len);
+    p = pmt_path(in, "truncated.png");
+    ck_assert_int_eq(pmt_write_file(p, png, len * 2 / 3), 0);
+    free(p);
+    p = pmt_path(in, "empty.png");
+    ck_assert_int_eq(pmt_write_file(p, "", 0), 0);
+    free(p);
+    p = pmt_path(in, "random.jpg");
+    ck_assert_int_eq(pmt_write_file(p, "\x13\x37random bytes, not an image", 31), 0);
+    free(p);
+    p = pmt_path(in, "vector.jpg");
+    const char *svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"10\" height=\"10\"/>";
+    ck_assert_int_eq(pmt_write_file(p, svg, strlen(svg)), 0);
+    free(p);
+    free(png_bomb("bomb.png", 20000, 20000, 0));
+    free(jpeg_claiming("sof.jpg", 65500, 65500));
+    free(jpg);
+    free(png);
+    int reps = 10 / pmt_scale_divisor();
+    reps = reps < 2 ? 2 : reps;
+    const char *jobs[] = {"1", "2", "8", "64"};
+    char *first = NULL;
+    for (int r = 0; r < reps; r++) {
+        for (size_t j = 0; j < G_N_ELEMENTS(jobs); j++) {
+            char *o = NULL;
+            int rc = pmt_pixmill_run_out(&o, NULL, "--json", "--force", "-j", jobs[j], "-s", "64",
+                                         "-o", out, in, NULL);
+            ck_assert_int_eq(rc, 1);
+            char *got = outcomes(o);
+            if (!first) {
+                first = got;
+                fprintf(stderr, "mixed corpus outcomes:\n%s", first);
+                ck_assert_int_eq(pmt_count_files(out, ".tmp"), 0);
+            } else {
+                ck_assert_msg(strcmp(first, got) == 0, "-j %s run %d differs:\n%s", jobs[j], r,
+                              got);
+                g_free(got);
+            }
+            free(o);
+        }
+    }
+    /* 8 made, 7 failed, each for its own reason */
+    ck_assert_ptr_nonnull(strstr(first, "truncated.jpg failed PM_ERR_DECODE"));
+    ck_assert_ptr_nonnull(strstr(first, "vector.jpg failed PM_ERR_BLOCKED"));
+    ck_assert_ptr_nonnull(strstr(first, "bomb.png failed PM_ERR_TOO_MANY_PIXELS"));
+    ck_assert_ptr_nonnull(strstr(first, "good0.png done ok"));
+    g_free(first);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("bad");
@@ -291,6 +386,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_stdout_closed_early);
     tcase_add_test(tc, test_same_file_twice);
     tcase_add_test(tc, test_tiff_blocked_until_allowed);
+    tcase_add_test(tc, test_mixed_corpus_same_outcomes_at_any_jobs);
     suite_add_tcase(s, tc);
     return s;
 }
