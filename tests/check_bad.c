@@ -373,6 +373,26 @@ START_TEST(test_mixed_corpus_same_outcomes_at_any_jobs)
 }
 END_TEST
 
+START_TEST(test_enlarging_to_a_monster_refused)
+{
+    /* a 1x5000 strip made to cover a 100x100 box by enlarging: 100x500000 */
+    free(pmt_make_image(in, "strip.png", 1, 5000, 3));
+    free(pmt_make_image(in, "fine.png", 50, 40, 3));
+    char *e = NULL;
+    long rss;
+    const char *args[] = {"-s", "100x100<", "--fit", "outside", "-f", "png", "-o", out, in, NULL};
+    int rc = run_with_rss(&e, &rss, args);
+    ck_assert_msg(rc == 1, "exit %d: %s", rc, e);
+    ck_assert_msg(strstr(e, "strip.png: over a configured limit") &&
+                      strstr(e, "would be 100x500000 pixels"),
+                  "%s", e);
+    ck_assert_msg(rss < 200 * 1024, "peak RSS %ld KiB", rss);
+    ck_assert_int_eq(pmt_count_files(out, "fine."), 1);
+    ck_assert_int_eq(pmt_count_files(out, "strip."), 0);
+    free(e);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("bad");
@@ -387,6 +407,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_same_file_twice);
     tcase_add_test(tc, test_tiff_blocked_until_allowed);
     tcase_add_test(tc, test_mixed_corpus_same_outcomes_at_any_jobs);
+    tcase_add_test(tc, test_enlarging_to_a_monster_refused);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -689,17 +689,32 @@ static void plan_outputs(const pm__process_ctx *ctx, const pm__job *job, job_sta
         const pm__variant *pv = &ctx->variants[i];
         pm_geometry g;
         pm_geometry_compute(&pv->size, o->fit, o->auto_swap, s->upright_w, s->upright_h, &g);
-        scale = MAX(scale, MAX((double)g.resize_width / s->upright_w,
-                               (double)g.resize_height / s->upright_h));
+        /* An enlarging size can ask for a monster (100x100< on a 1x50000 strip covers as
+         * 100x5000000; 1000% of a 16000-pixel photo): outputs obey the caps sources do. */
+        uint64_t rpx = (uint64_t)g.resize_width * (uint64_t)g.resize_height;
+        int too_big = g.resize_width > PM_SIZE_MAX || g.resize_height > PM_SIZE_MAX ||
+                      g.width > PM_SIZE_MAX || g.height > PM_SIZE_MAX ||
+                      (o->max_pixels && rpx > o->max_pixels);
+        if (!too_big)
+            scale = MAX(scale, MAX((double)g.resize_width / s->upright_w,
+                                   (double)g.resize_height / s->upright_h));
         for (int j = 0; j < pv->n_formats; j++) {
             variant *v = &s->v[s->n++];
             memset(v, 0, sizeof(*v));
             v->vi = i;
             v->format = pv->formats[j] == PM_FORMAT_SAME ? s->same : pv->formats[j];
             v->g = g;
+            if (too_big)
+                fail_output(v, PM_ERR_LIMIT, 0,
+                            g_strdup_printf("variant %s would be %dx%d pixels: more than %d a "
+                                            "side or --max-pixels",
+                                            pv->name, g.resize_width, g.resize_height,
+                                            PM_SIZE_MAX));
         }
     }
     /* One decode at the largest scale any output needs, straight to exact dimensions. */
+    if (scale <= 0)
+        scale = 1; /* every output refused: nothing will be decoded */
     s->decode_w = MAX(1, (int)(s->upright_w * scale + 0.5));
     s->decode_h = MAX(1, (int)(s->upright_h * scale + 0.5));
     s->all_pages = 0;

@@ -1,23 +1,25 @@
 #!/bin/bash
-# Builds the template fuzzer with clang's libFuzzer (+ASan/UBSan) and runs it for SECONDS
-# (default 20) on a copy of the corpus; new inputs it finds are left in the copy's folder,
-# printed at the end. Usage: bash tests/fuzz/run.sh [SECONDS]
+# Builds a fuzz target with clang's libFuzzer (+ASan/UBSan) and runs it for SECONDS (default 20)
+# on a copy of its corpus. Usage: bash tests/fuzz/run.sh [SECONDS] [template|options]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 secs=${1:-20}
+target=${2:-template}
 command -v clang >/dev/null || { echo "fuzz: clang not found, nothing to do"; exit 0; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # shellcheck disable=SC2046
 clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
   -I"$root/lib/include" -I"$root/lib/src" $(pkg-config --cflags glib-2.0) \
-  "$here/fuzz_template.c" "$root/lib/src/template.c" $(pkg-config --libs glib-2.0) \
-  -o "$work/fuzz_template"
+  -DPM_BUILDING_LIBRARY "$here/fuzz_$target.c" "$root/lib/src/template.c" \
+  "$root/lib/src/options.c" "$here/stubs.c" $(pkg-config --cflags --libs vips) \
+  $(pkg-config --libs glib-2.0) \
+  -o "$work/fuzz_$target"
 mkdir "$work/corpus"
-cp "$here"/corpus/template/* "$work/corpus/"
+cp "$here"/corpus/"$target"/* "$work/corpus/"
 before=$(ls "$work/corpus" | wc -l)
-"$work/fuzz_template" -max_total_time="$secs" -max_len=512 -print_final_stats=1 "$work/corpus" \
+"$work/fuzz_$target" -max_total_time="$secs" -max_len=512 -print_final_stats=1 "$work/corpus" \
   2>"$work/log" || { tail -40 "$work/log"; exit 1; }
 grep -E "stat::number_of_executed_units|stat::peak_rss_mb" "$work/log" || true
-echo "fuzz: corpus $before -> $(ls "$work/corpus" | wc -l) inputs, no crash in ${secs}s"
+echo "fuzz $target: corpus $before -> $(ls "$work/corpus" | wc -l) inputs, no crash in ${secs}s"
