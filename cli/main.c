@@ -369,10 +369,14 @@ static void *signal_main(void *arg)
  * every early usage error returns without a leak report under ASan. */
 static pm_recipe *recipe;
 
+static char **given; /* argv as given, for the engine; freed at exit like the recipe */
+
 static void free_recipe(void)
 {
     pm_recipe_free(recipe);
     recipe = NULL;
+    g_strfreev(given);
+    given = NULL;
 }
 
 int main(int argc, char **argv)
@@ -441,7 +445,7 @@ int main(int argc, char **argv)
     opterr = 0;
     atexit(free_recipe);
     /* getopt permutes argv: the supervisor hands its engine the command line as given */
-    char **given = g_strdupv(argv);
+    given = g_strdupv(argv);
     double timeout = 300;
     int isolate = 1, engine_fd = -1;
     uint64_t engine_only = 0;
@@ -717,11 +721,8 @@ int main(int argc, char **argv)
     if (isolate && engine_fd < 0) {
         /* The batch runs in a child; this process survives its crashes (supervise.c). */
         sup_config sc = {given + 1, argc - 1, timeout, c, opts.force, files_from, n_files_from};
-        int status = cli_supervise(&sc);
-        g_strfreev(given);
-        return status;
+        return cli_supervise(&sc);
     }
-    g_strfreev(given);
     if (engine_fd >= 0) {
         if (engine_only) {
             opts.skip_below = engine_only;
