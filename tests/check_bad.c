@@ -393,6 +393,34 @@ START_TEST(test_enlarging_to_a_monster_refused)
 }
 END_TEST
 
+START_TEST(test_few_descriptors_throttle)
+{
+    /* BAD-INPUT 26: ulimit -n 16, 8 workers asked, 200 files: fewer workers, every file done */
+    size_t len;
+    void *png = pmt_encode_image(".png", 40, 30, 3, &len);
+    for (int i = 0; i < 200; i++) {
+        char name[32];
+        g_snprintf(name, sizeof(name), "f%03d.png", i);
+        char *p = pmt_path(in, name);
+        ck_assert_int_eq(pmt_write_file(p, png, len), 0);
+        free(p);
+    }
+    g_free(png);
+    char *cmd =
+        g_strdup_printf("ulimit -n 16; exec '%s' -j 8 -o '%s' '%s'", pmt_pixmill(), out, in);
+    const char *argv[] = {"/bin/bash", "-c", cmd, NULL};
+    char *e = NULL;
+    int rc = pmt_run_argv(argv, &e);
+    size_t n = strlen(e);
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, n > 500 ? e + n - 500 : e);
+    ck_assert_msg(strstr(e, "200 processed") && strstr(e, "(1 jobs)"), "%s",
+                  n > 500 ? e + n - 500 : e);
+    ck_assert_int_eq(pmt_count_files(out, ".png"), 200);
+    free(e);
+    g_free(cmd);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("bad");
@@ -408,6 +436,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_tiff_blocked_until_allowed);
     tcase_add_test(tc, test_mixed_corpus_same_outcomes_at_any_jobs);
     tcase_add_test(tc, test_enlarging_to_a_monster_refused);
+    tcase_add_test(tc, test_few_descriptors_throttle);
     suite_add_tcase(s, tc);
     return s;
 }

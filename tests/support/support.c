@@ -327,6 +327,8 @@ int pmt_run(char *const argv[], char **out, char **err, struct rusage *ru)
         dup2(devnull, 0);
         dup2(fileno(fo), 1);
         dup2(fileno(fe), 2);
+        /* as from a shell: nothing of the test process beyond 0, 1 and 2 */
+        close_range(3, ~0U, 0);
         execv(argv[0], argv);
         _exit(127);
     }
