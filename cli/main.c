@@ -375,6 +375,11 @@ static void free_recipe(void)
 {
     pm_recipe_free(recipe);
     recipe = NULL;
+}
+
+static void free_at_exit(void)
+{
+    free_recipe();
     g_strfreev(given);
     given = NULL;
 }
@@ -443,7 +448,7 @@ int main(int argc, char **argv)
     long long v;
     int ch;
     opterr = 0;
-    atexit(free_recipe);
+    atexit(free_at_exit);
     /* getopt permutes argv: the supervisor hands its engine the command line as given */
     given = g_strdupv(argv);
     double timeout = 300;

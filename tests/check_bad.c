@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <vips/vips.h>
 #include <zlib.h>
@@ -421,6 +423,144 @@ START_TEST(test_few_descriptors_throttle)
 }
 END_TEST
 
+START_TEST(test_odd_names_kept_byte_for_byte)
+{
+    /* BAD-INPUT 14 */
+    const char *names[] = {"new\nline", "sp ace", "-dash", "[0]", "%s", "{}", "caf\xe9"};
+    for (size_t i = 0; i < G_N_ELEMENTS(names); i++) {
+        char *rel = g_strconcat(names[i], ".png", NULL);
+        free(pmt_make_image(in, rel, 30, 20, 3));
+        g_free(rel);
+    }
+    char *o = NULL, *e = NULL;
+    ck_assert_int_eq(pmt_pixmill_run_out(&o, &e, "-v", "-o", out, in, NULL), 0);
+    for (size_t i = 0; i < G_N_ELEMENTS(names); i++) {
+        char *rel = g_strconcat(names[i], ".png", NULL);
+        char *p = pmt_path(out, rel);
+        int w, h, c;
+        ck_assert_msg(pmt_png_decode(p, &w, &h, &c) == 0, "%s", p);
+        free(p);
+        g_free(rel);
+    }
+    /* one line per output: the newline in a name is printed escaped, never raw */
+    int lines = 0;
+    for (const char *p = o; *p; p++)
+        lines += *p == '\n';
+    ck_assert_int_eq(lines, (int)G_N_ELEMENTS(names));
+    ck_assert_ptr_nonnull(strstr(o, "new\\nline.png"));
+    ck_assert_ptr_nonnull(strstr(o, "caf\\xe9.png"));
+    free(o), free(e);
+}
+END_TEST
+
+START_TEST(test_long_names_and_paths)
+{
+    /* BAD-INPUT 15: a 251-byte stem gets a size suffix over NAME_MAX; a path over PATH_MAX */
+    char *stem = g_strnfill(251, 'L');
+    char *rel = g_strconcat(stem, ".png", NULL);
+    free(pmt_make_image(in, rel, 30, 20, 3));
+    free(pmt_make_image(in, "short.png", 30, 20, 3));
+    int dfd = open(in, O_RDONLY | O_DIRECTORY);
+    for (int i = 0; i < 25; i++) {
+        char name[256];
+        g_snprintf(name, sizeof(name), "d%02d%0200d", i, 0);
+        ck_assert_int_eq(mkdirat(dfd, name, 0777), 0);
+        int next = openat(dfd, name, O_RDONLY | O_DIRECTORY);
+        close(dfd);
+        dfd = next;
+    }
+    size_t len;
+    void *png = pmt_encode_image(".png", 30, 20, 3, &len);
+    int fd = openat(dfd, "deep.png", O_WRONLY | O_CREAT, 0644);
+    ck_assert_int_eq(write(fd, png, len), (ssize_t)len);
+    close(fd);
+    close(dfd);
+    g_free(png);
+    char *e = NULL;
+    ck_assert_int_eq(pmt_pixmill_run(&e, "-s", "64", "-s", "32", "-o", out, in, NULL), 1);
+    ck_assert_msg(strstr(e, "LLLL.png: output name is not usable") &&
+                      strstr(e, "a part over 255 bytes"),
+                  "%s", e);
+    ck_assert_msg(strstr(e, "deep.png: input/output error: File name too long"), "%s", e);
+    ck_assert_msg(strstr(e, "1 processed") && strstr(e, "2 failed"), "%s", e);
+    ck_assert_int_eq(pmt_count_files(out, "short-"), 2);
+    ck_assert_int_eq(pmt_count_files(out, ".tmp"), 0);
+    free(e);
+    g_free(rel), g_free(stem);
+}
+END_TEST
+
+START_TEST(test_listed_file_gone)
+{
+    /* BAD-INPUT 17: listed (scanned) but gone before its decode */
+    free(pmt_make_image(in, "here.png", 30, 20, 3));
+    char *list = pmt_path(tmp, "list");
+    char *text = g_strdup_printf("%s/here.png\n%s/gone.png\n", in, in);
+    ck_assert_int_eq(pmt_write_file(list, text, strlen(text)), 0);
+    char *e = NULL;
+    ck_assert_int_eq(pmt_pixmill_run(&e, "--files-from", list, "-o", out, NULL), 1);
+    /* the scan of a list finds it gone (a race with the worker would say "input/output error:
+     * No such file or directory"): either way that file, by name, and the rest done */
+    ck_assert_msg(strstr(e, "gone.png: ") && strstr(e, "No such file or directory"), "%s", e);
+    ck_assert_msg(strstr(e, "1 processed"), "%s", e);
+    free(e), free(list);
+    g_free(text);
+}
+END_TEST
+
+START_TEST(test_no_subprocess_for_untrusted_formats)
+{
+    /* BAD-INPUT 6: SVG, PDF and PostScript under image names are refused, and nothing but
+     * pixmill itself (its engine) is ever executed */
+    char *p = pmt_path(in, "photo.jpg");
+    const char *svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"10\" height=\"10\"/>";
+    ck_assert_int_eq(pmt_write_file(p, svg, strlen(svg)), 0);
+    free(p);
+    p = pmt_path(in, "doc.png");
+    ck_assert_int_eq(pmt_write_file(p, "%PDF-1.4\n1 0 obj<<>>endobj\n", 28), 0);
+    free(p);
+    p = pmt_path(in, "print.png");
+    ck_assert_int_eq(pmt_write_file(p, "%!PS-Adobe-3.0\nshowpage\n", 24), 0);
+    free(p);
+    char *log = pmt_path(tmp, "execve.log");
+    const char *argv[] = {"/usr/bin/strace",
+                          "-f",
+                          "-qq",
+                          "-e",
+                          "trace=execve",
+                          "-o",
+                          log,
+                          pmt_pixmill(),
+                          "-o",
+                          out,
+                          in,
+                          NULL};
+    const char *asan = getenv("ASAN_OPTIONS");
+    if (asan) { /* LeakSanitizer cannot run under ptrace */
+        char *opts = g_strdup_printf("%s:detect_leaks=0", asan);
+        setenv("ASAN_OPTIONS", opts, 1);
+        g_free(opts);
+    }
+    char *e = NULL;
+    ck_assert_int_eq(pmt_run_argv(argv, &e), 1);
+    ck_assert_msg(strstr(e, "photo.jpg: image format is blocked"), "%s", e);
+    ck_assert_msg(strstr(e, "3 failed"), "%s", e);
+    char *text = pmt_read_file(log, NULL);
+    int execs = 0;
+    gchar **lines = g_strsplit(text, "\n", -1);
+    for (int i = 0; lines[i]; i++) {
+        if (!strstr(lines[i], "execve("))
+            continue;
+        execs++;
+        ck_assert_msg(strstr(lines[i], pmt_pixmill()) || strstr(lines[i], "/proc/self/exe"),
+                      "a subprocess: %s", lines[i]);
+    }
+    ck_assert_int_eq(execs, 2); /* the supervisor, then its engine */
+    g_strfreev(lines);
+    free(text), free(log), free(e);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("bad");
@@ -437,6 +577,10 @@ static Suite *suite(void)
     tcase_add_test(tc, test_mixed_corpus_same_outcomes_at_any_jobs);
     tcase_add_test(tc, test_enlarging_to_a_monster_refused);
     tcase_add_test(tc, test_few_descriptors_throttle);
+    tcase_add_test(tc, test_odd_names_kept_byte_for_byte);
+    tcase_add_test(tc, test_long_names_and_paths);
+    tcase_add_test(tc, test_listed_file_gone);
+    tcase_add_test(tc, test_no_subprocess_for_untrusted_formats);
     suite_add_tcase(s, tc);
     return s;
 }

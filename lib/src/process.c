@@ -741,7 +741,8 @@ static void plan_outputs(const pm__process_ctx *ctx, const pm__job *job, job_sta
         v->out.height = v->g.height;
         if (!v->name) {
             fail_output(v, PM_ERR_NAME, 0,
-                        g_strdup_printf("template '%s' gives no usable name for this source",
+                        g_strdup_printf("template '%s' gives no usable name for this source: "
+                                        "a part over 255 bytes, '.' or '..', or pixmill's own",
                                         pv->name_template));
             continue;
         }
