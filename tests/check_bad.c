@@ -561,6 +561,42 @@ START_TEST(test_no_subprocess_for_untrusted_formats)
 }
 END_TEST
 
+START_TEST(test_deep_tree_bounded_descriptors)
+{
+    /* BAD-INPUT 16: 2,000 levels, three images every 100, walked with ulimit -n 64 (the walk
+     * used to hold one descriptor a level and stopped at about 40 with EMFILE) */
+    size_t len;
+    void *png = pmt_encode_image(".png", 20, 10, 3, &len);
+    int dfd = open(in, O_RDONLY | O_DIRECTORY);
+    for (int i = 0; i < 2000; i++) {
+        for (int k = 0; i % 100 == 0 && k < 3; k++) {
+            char name[32];
+            g_snprintf(name, sizeof(name), "f%d_%d.png", i, k);
+            int fd = openat(dfd, name, O_WRONLY | O_CREAT, 0644);
+            ck_assert_int_eq(write(fd, png, len), (ssize_t)len);
+            close(fd);
+        }
+        ck_assert_int_eq(mkdirat(dfd, "d", 0777), 0);
+        int next = openat(dfd, "d", O_RDONLY | O_DIRECTORY);
+        close(dfd);
+        dfd = next;
+    }
+    close(dfd);
+    g_free(png);
+    char *cmd =
+        g_strdup_printf("ulimit -n 64; exec '%s' -j 2 -o '%s' '%s'", pmt_pixmill(), out, in);
+    const char *argv[] = {"/bin/bash", "-c", cmd, NULL};
+    char *e = NULL;
+    int rc = pmt_run_argv(argv, &e);
+    size_t n = strlen(e);
+    const char *tail = n > 400 ? e + n - 400 : e;
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, tail);
+    ck_assert_msg(strstr(e, "60 processed") && !strstr(e, "Too many open files"), "%s", tail);
+    free(e);
+    g_free(cmd);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("bad");
@@ -581,6 +617,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_long_names_and_paths);
     tcase_add_test(tc, test_listed_file_gone);
     tcase_add_test(tc, test_no_subprocess_for_untrusted_formats);
+    tcase_add_test(tc, test_deep_tree_bounded_descriptors);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -14,12 +14,18 @@
 #include <unistd.h>
 
 typedef struct frame {
-    DIR *dir;
+    DIR *dir; /* NULL while spilled */
     dev_t dev;
     ino_t ino;
     size_t path_len; /* length of the path string for this folder */
     size_t rel_len;  /* length of the output-relative string for this folder */
+    GPtrArray *rest; /* spilled: the entries still to visit, "<d_type><name>" */
+    guint next;      /* into rest */
 } frame;
+
+/* At most this many folders are open at once, whatever the depth (a 2,000-level tree must not
+ * need 2,000 descriptors): deeper, the oldest open ancestor is spilled. */
+#define MAX_OPEN_DIRS 32
 
 static const char *const candidate_exts[] = {"jpg", "jpeg", "jpe",  "jfif", "png",  "webp",
                                              "gif", "tif",  "tiff", "heic", "heif", "avif"};
@@ -77,6 +83,30 @@ static int on_stack(const GArray *stack, dev_t dev, ino_t ino)
     return 0;
 }
 
+/* Reads what is left of a frame's folder into memory and closes it: names and types only, one
+ * folder's worth. */
+static void spill(frame *f)
+{
+    if (f->rest) { /* spilled before, open again only for its descriptor */
+        closedir(f->dir);
+        f->dir = NULL;
+        return;
+    }
+    f->rest = g_ptr_array_new_with_free_func(g_free);
+    f->next = 0;
+    struct dirent *e;
+    while ((e = readdir(f->dir)) != NULL) { // NOLINT(concurrency-mt-unsafe)
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        char *item = g_malloc(strlen(e->d_name) + 2);
+        item[0] = (char)(e->d_type ? e->d_type : DT_UNKNOWN);
+        strcpy(item + 1, e->d_name);
+        g_ptr_array_add(f->rest, item);
+    }
+    closedir(f->dir);
+    f->dir = NULL;
+}
+
 static int push_dir(GArray *stack, int fd, const struct stat *st, size_t path_len, size_t rel_len)
 {
     DIR *d = fdopendir(fd);
@@ -85,9 +115,51 @@ static int push_dir(GArray *stack, int fd, const struct stat *st, size_t path_le
         close(fd);
         return err;
     }
-    frame f = {d, st->st_dev, st->st_ino, path_len, rel_len};
+    frame f = {d, st->st_dev, st->st_ino, path_len, rel_len, NULL, 0};
     g_array_append_val(stack, f);
+    /* the oldest still open, when too many are */
+    guint open = 0;
+    for (guint i = 0; i < stack->len; i++)
+        open += g_array_index(stack, frame, i).dir != NULL;
+    for (guint i = 0; open > MAX_OPEN_DIRS && i + 1 < stack->len; i++) {
+        frame *old = &g_array_index(stack, frame, i);
+        if (old->dir) {
+            spill(old);
+            open--;
+        }
+    }
     return 0;
+}
+
+/* A spilled folder on top again: reopened by its path, and only if it is still the same folder
+ * (a folder swapped in meanwhile is not walked). */
+static int reopen(frame *f, const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0)
+        return errno;
+    if (fstat(fd, &st) != 0 || st.st_dev != f->dev || st.st_ino != f->ino) {
+        close(fd);
+        return ESTALE;
+    }
+    f->dir = fdopendir(fd);
+    if (!f->dir) {
+        int err = errno;
+        close(fd);
+        return err;
+    }
+    return 0;
+}
+
+static void pop_frame(GArray *stack)
+{
+    frame *top = &g_array_index(stack, frame, stack->len - 1);
+    if (top->dir)
+        closedir(top->dir);
+    if (top->rest)
+        g_ptr_array_free(top->rest, TRUE);
+    g_array_set_size(stack, stack->len - 1);
 }
 
 /* Classify one directory entry without following links. */
@@ -128,15 +200,33 @@ static int walk(const pm__scan_config *cfg, int rootfd, const struct stat *roots
             stop = 1;
             break;
         }
-        errno = 0;
-        /* readdir is safe across threads for distinct streams (glibc); this one is ours. */
-        struct dirent *e = readdir(top->dir); // NOLINT(concurrency-mt-unsafe)
-        if (!e) {
-            if (errno != 0)
-                emit_event(sink, PM_EVENT_SCAN_ERROR, path->str, PM_ERR_SCAN, errno);
-            closedir(top->dir);
-            g_array_set_size(stack, stack->len - 1);
-            continue;
+        struct dirent spilled_entry, *e;
+        if (top->rest) {
+            /* a spilled folder: its entries from memory, its descriptor opened again */
+            if (top->next >= top->rest->len) {
+                pop_frame(stack);
+                continue;
+            }
+            if (!top->dir && (err = reopen(top, path->str)) != 0) {
+                emit_event(sink, PM_EVENT_SCAN_ERROR, path->str, PM_ERR_SCAN, err);
+                pop_frame(stack);
+                continue;
+            }
+            const char *item = g_ptr_array_index(top->rest, top->next++);
+            memset(&spilled_entry, 0, sizeof(spilled_entry));
+            spilled_entry.d_type = (unsigned char)item[0];
+            g_strlcpy(spilled_entry.d_name, item + 1, sizeof(spilled_entry.d_name));
+            e = &spilled_entry;
+        } else {
+            errno = 0;
+            /* readdir is safe across threads for distinct streams (glibc); this one is ours. */
+            e = readdir(top->dir); // NOLINT(concurrency-mt-unsafe)
+            if (!e) {
+                if (errno != 0)
+                    emit_event(sink, PM_EVENT_SCAN_ERROR, path->str, PM_ERR_SCAN, errno);
+                pop_frame(stack);
+                continue;
+            }
         }
         const char *name = e->d_name;
         if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
@@ -190,8 +280,8 @@ static int walk(const pm__scan_config *cfg, int rootfd, const struct stat *roots
         }
     }
 out:
-    for (guint i = 0; i < stack->len; i++)
-        closedir(g_array_index(stack, frame, i).dir);
+    while (stack->len > 0)
+        pop_frame(stack);
     g_array_free(stack, TRUE);
     g_string_free(path, TRUE);
     g_string_free(rel, TRUE);
