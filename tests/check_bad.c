@@ -597,6 +597,37 @@ START_TEST(test_deep_tree_bounded_descriptors)
 }
 END_TEST
 
+START_TEST(test_two_sources_one_output)
+{
+    /* BAD-INPUT 23: a.png and a.jpg would both write a.webp */
+    free(pmt_make_image(in, "a.png", 40, 30, 3));
+    free(pmt_make_image(in, "a.jpg", 60, 45, 3));
+    free(pmt_make_image(in, "b.png", 40, 30, 3));
+    for (int j = 1; j <= 8; j *= 8) { /* the same answer whichever finishes first */
+        char jobs[4], *e = NULL;
+        g_snprintf(jobs, sizeof(jobs), "%d", j);
+        ck_assert_int_eq(pmt_pixmill_run(&e, "-j", jobs, "-f", "webp", "-o", out, in, NULL), 1);
+        ck_assert_msg(strstr(e, "a.png: output name is not usable") &&
+                          strstr(e, "a.jpg would write a.webp too") &&
+                          strstr(e, "a.jpg: output name is not usable") &&
+                          strstr(e, "a.png would write a.webp too"),
+                      "%s", e);
+        free(e);
+        ck_assert_int_eq(pmt_count_files(out, "a."), 0);
+        ck_assert_int_eq(pmt_count_files(out, "b.webp"), 1);
+    }
+    /* names that differ: the sources' own formats, or {hash} */
+    char *o2 = pmt_path(tmp, "o2"), *o3 = pmt_path(tmp, "o3");
+    ck_assert_int_eq(pmt_pixmill_run(NULL, "-o", o2, in, NULL), 0);
+    ck_assert_int_eq(pmt_count_files(o2, "a."), 2);
+    ck_assert_int_eq(
+        pmt_pixmill_run(NULL, "--name", "{stem}.{hash}.{ext}", "-f", "webp", "-o", o3, in, NULL),
+        0);
+    ck_assert_int_eq(pmt_count_files(o3, "a."), 2);
+    free(o2), free(o3);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("bad");
@@ -618,6 +649,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_listed_file_gone);
     tcase_add_test(tc, test_no_subprocess_for_untrusted_formats);
     tcase_add_test(tc, test_deep_tree_bounded_descriptors);
+    tcase_add_test(tc, test_two_sources_one_output);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -67,6 +67,8 @@ int pm__scan_path(const pm__scan_config *cfg, const char *path, const char *rel_
                   const pm__scan_sink *sink);
 /* Reads delim-separated paths from f and scans each, mirroring the path as listed. */
 int pm__scan_list(const pm__scan_config *cfg, FILE *f, int delim, const pm__scan_sink *sink);
+/* The image extensions the walk takes (lower case; any case matches). */
+const char *const *pm__scan_candidate_exts(size_t *n);
 /* Is this file name one the walk takes as an image candidate? */
 int pm__scan_is_candidate_name(const char *name);
 /* Normalise a listed path into an output-relative one: strips "/" and "./", refuses "..". */

@@ -762,6 +762,73 @@ static void plan_outputs(const pm__process_ctx *ctx, const pm__job *job, job_sta
     g_free(dir);
 }
 
+/* What 'same' would be for a file, judged by its extension (a sibling's header is not read). */
+static pm_format format_by_extension(const char *ext)
+{
+    static const struct {
+        const char *ext;
+        pm_format format;
+    } map[] = {{"jpg", PM_FORMAT_JPEG},  {"jpeg", PM_FORMAT_JPEG}, {"jpe", PM_FORMAT_JPEG},
+               {"jfif", PM_FORMAT_JPEG}, {"webp", PM_FORMAT_WEBP}, {"gif", PM_FORMAT_GIF},
+               {"tif", PM_FORMAT_TIFF},  {"tiff", PM_FORMAT_TIFF}, {"heic", PM_FORMAT_HEIF},
+               {"heif", PM_FORMAT_HEIF}, {"avif", PM_FORMAT_AVIF}};
+    for (size_t i = 0; i < G_N_ELEMENTS(map); i++)
+        if (g_ascii_strcasecmp(ext, map[i].ext) == 0)
+            return map[i].format;
+    return PM_FORMAT_PNG;
+}
+
+/* Two sources in one folder with one stem (a.png and a.jpg) would write the same names (both
+ * a.webp): whichever finished last would silently replace the other's output. Each source
+ * looks for such siblings itself, so the answer does not depend on which runs first: every
+ * output whose name a sibling would also get fails, on both sides, naming the other file. A
+ * sibling is assumed to have this source's dimensions ({w}, {h}); {hash} tells them apart. */
+static void refuse_sibling_clashes(const pm__process_ctx *ctx, const pm__job *job, job_state *s)
+{
+    const char *base = strrchr(job->source, '/');
+    base = base ? base + 1 : job->source;
+    const char *dot = strrchr(base, '.');
+    if (!dot || dot == base)
+        return;
+    size_t dir_len = (size_t)(base - job->source), stem_len = (size_t)(dot - base);
+    size_t n_exts;
+    const char *const *exts = pm__scan_candidate_exts(&n_exts);
+    const char *slash = strrchr(job->out_rel, '/');
+    char *dir = slash ? g_strndup(job->out_rel, (gsize)(slash - job->out_rel)) : g_strdup("");
+    const char *stem = slash ? slash + 1 : job->out_rel;
+    for (size_t i = 0; i < n_exts * 2; i++) {
+        char *ext = i < n_exts ? g_strdup(exts[i]) : g_ascii_strup(exts[i - n_exts], -1);
+        char *sib =
+            g_strdup_printf("%.*s%.*s.%s", (int)dir_len, job->source, (int)stem_len, base, ext);
+        struct stat st;
+        int exists = strcmp(sib + dir_len, base) != 0 &&
+                     fstatat(AT_FDCWD, sib, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode);
+        for (int k = 0; exists && k < s->n; k++) {
+            variant *v = &s->v[k];
+            const pm__variant *pv = &ctx->variants[v->vi];
+            if (!v->name || v->alias || v->out.status != PM_OK)
+                continue;
+            pm_format sf = v->format;
+            for (int j = 0; j < pv->n_formats; j++)
+                if (pv->formats[j] == PM_FORMAT_SAME && s->same == v->format)
+                    sf = format_by_extension(ext);
+            char hash[16] = "sibling";
+            pm__name_vars vars = {
+                stem, pm_format_extension(sf), pv->name, dir, hash, v->g.width, v->g.height};
+            char *theirs = pm__template_expand(pv->name_template, &vars);
+            if (theirs && strcmp(theirs, v->name) == 0)
+                fail_output(v, PM_ERR_NAME, 0,
+                            g_strdup_printf("%s would write %s too: rename one, or put {hash} in "
+                                            "--name",
+                                            sib, v->name));
+            g_free(theirs);
+        }
+        g_free(sib);
+        g_free(ext);
+    }
+    g_free(dir);
+}
+
 /* Which outputs are current: recorded for this source with the same digest, and the file
  * still holds what was written. Returns how many outputs still need making. Also marks files
  * the record says are ours (they may be replaced even where outputs overlap inputs). */
@@ -1138,6 +1205,7 @@ void pm__process_job(const pm__process_ctx *ctx, const pm__job *job, pm__result 
         need_save = 1;
     }
     plan_outputs(ctx, job, &s);
+    refuse_sibling_clashes(ctx, job, &s);
     int todo = mark_current(ctx, &s, &refreshed);
     need_save |= refreshed;
     if (o->dry_run)

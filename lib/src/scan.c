@@ -30,6 +30,12 @@ typedef struct frame {
 static const char *const candidate_exts[] = {"jpg", "jpeg", "jpe",  "jfif", "png",  "webp",
                                              "gif", "tif",  "tiff", "heic", "heif", "avif"};
 
+const char *const *pm__scan_candidate_exts(size_t *n)
+{
+    *n = G_N_ELEMENTS(candidate_exts);
+    return candidate_exts;
+}
+
 int pm__scan_is_candidate_name(const char *name)
 {
     const char *dot = strrchr(name, '.');
