@@ -86,6 +86,8 @@ static const char usage_text[] =
     "                          from the header before decoding (default 268402689; 0: no cap)\n"
     "      --max-file-size=N   refuse sources larger than N bytes (k, M, G suffixes) before\n"
     "                          reading them (default: no limit)\n"
+    "      --heavy-lane=N      decode at most N progressive JPEGs / interlaced PNGs over 4 MP\n"
+    "                          at once (they are decoded whole; default 1; 0: no limit)\n"
     "      --max-pages=N       refuse sources with more than N frames or pages, from the\n"
     "                          header (default 10000; 0: no limit)\n"
     "      --fail-on=LEVEL     none, truncated, error (default) or warning: how strict the\n"
@@ -427,6 +429,7 @@ int main(int argc, char **argv)
         {"timeout", required_argument, NULL, 't' + 256},
         {"max-file-size", required_argument, NULL, 'z' + 256},
         {"max-pages", required_argument, NULL, 'g' + 256},
+        {"heavy-lane", required_argument, NULL, 'y' + 256},
         {"no-isolate", no_argument, NULL, 'I' + 256},
         /* between the supervisor and its engine (see supervise.c) */
         {"engine-fd", required_argument, NULL, 1000},
@@ -525,6 +528,11 @@ int main(int argc, char **argv)
             opts.max_file_size = n * mult;
             break;
         }
+        case 'y' + 256:
+            if (parse_long(optarg, 0, 1024, &v))
+                return usage_error("invalid heavy-lane '%s' (want 0..1024)", optarg);
+            opts.heavy_lane = (int)v;
+            break;
         case 'g' + 256:
             if (parse_long(optarg, 0, INT32_MAX, &v))
                 return usage_error("invalid max-pages '%s' (want 0..2147483647)", optarg);

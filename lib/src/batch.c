@@ -45,6 +45,7 @@ struct pm_batch {
     pthread_mutex_t live_mu;
     int live_threads; /* guarded by live_mu: producers of events still running */
     pm__process_ctx ctx;
+    pm__lane lane;
     pm__scan_config scan_cfg;
 };
 
@@ -749,6 +750,13 @@ int pm_batch_run(pm_batch *b, pm_event_cb on_event, void *user_data, pm_summary 
     b->ctx.out_root = b->output_dir;
     b->ctx.overlap = out_real && outputs_overlap_inputs(b, out_real);
     b->ctx.cancel = &b->cancel;
+    b->ctx.lane = NULL;
+    if (b->opts.heavy_lane > 0 && b->opts.heavy_lane < jobs) {
+        pthread_mutex_init(&b->lane.mu, NULL);
+        pthread_cond_init(&b->lane.cv, NULL);
+        b->lane.free = b->opts.heavy_lane;
+        b->ctx.lane = &b->lane;
+    }
     free(out_real);
     b->scan_cfg.include_hidden = b->opts.include_hidden;
     b->scan_cfg.have_exclude = rootfd >= 0;
@@ -847,6 +855,11 @@ int pm_batch_run(pm_batch *b, pm_event_cb on_event, void *user_data, pm_summary 
 
     pm__waitgroup_destroy(&b->wg);
     pthread_mutex_destroy(&b->live_mu);
+    if (b->ctx.lane) {
+        pthread_cond_destroy(&b->lane.cv);
+        pthread_mutex_destroy(&b->lane.mu);
+        b->ctx.lane = NULL;
+    }
     /* Prune once every source has been seen: a record whose source is gone takes its outputs
      * with it. Not after a cancel or a fatal error: the run did not see everything. */
     if (rc == PM_OK && b->opts.prune && rootfd >= 0 &&

@@ -191,8 +191,16 @@ typedef struct pm__variant {
 } pm__variant;
 
 /* ---- process.c: one source, start to finish ---- */
+/* A counting gate for heavy decodes (pm_options.heavy_lane). */
+typedef struct pm__lane {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int free; /* guarded by mu */
+} pm__lane;
+
 typedef struct pm__process_ctx {
     const pm_options *opts;
+    pm__lane *lane; /* NULL: no limit */
     const pm__variant *variants;
     int n_variants;
     const char *cwd;          /* to record sources by absolute path */

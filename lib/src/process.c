@@ -867,7 +867,51 @@ static int mark_current(const pm__process_ctx *ctx, job_state *s, int *refreshed
     return todo;
 }
 
+/* Progressive JPEG (libjpeg buffers every coefficient) or interlaced PNG, big enough to matter. */
+static int is_heavy(const job_state *s)
+{
+    int multiscan = 0, interlaced = 0;
+    if (vips_image_get_typeof(s->header, "jpeg-multiscan"))
+        vips_image_get_int(s->header, "jpeg-multiscan", &multiscan);
+    if (vips_image_get_typeof(s->header, "interlaced"))
+        vips_image_get_int(s->header, "interlaced", &interlaced);
+    return (multiscan || interlaced) &&
+           (uint64_t)s->header->Xsize * (uint64_t)s->header->Ysize >= PM_HEAVY_PIXELS;
+}
+
+static void lane_enter(pm__lane *lane)
+{
+    pthread_mutex_lock(&lane->mu);
+    while (lane->free == 0)
+        pthread_cond_wait(&lane->cv, &lane->mu);
+    lane->free--;
+    pthread_mutex_unlock(&lane->mu);
+}
+
+static void lane_leave(pm__lane *lane)
+{
+    pthread_mutex_lock(&lane->mu);
+    lane->free++;
+    pthread_cond_signal(&lane->cv);
+    pthread_mutex_unlock(&lane->mu);
+}
+
+static int decode_in_memory(const pm__process_ctx *ctx, job_state *s, pm__result *r);
+
+/* The one decode, through the heavy lane when the source is heavy: the decoder's peak is
+ * behind the gate, the small decoded image is not. */
 static int decode_once(const pm__process_ctx *ctx, job_state *s, pm__result *r)
+{
+    pm__lane *lane = ctx->lane && s->header && is_heavy(s) ? ctx->lane : NULL;
+    if (lane)
+        lane_enter(lane);
+    int rc = decode_in_memory(ctx, s, r);
+    if (lane)
+        lane_leave(lane);
+    return rc;
+}
+
+static int decode_in_memory(const pm__process_ctx *ctx, job_state *s, pm__result *r)
 {
     /* One decode at the largest scale any output needs, straight to exact dimensions
      * (size=force: the shrink is worked out per axis, so no later one-pixel stretch shifts the

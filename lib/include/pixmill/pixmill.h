@@ -228,6 +228,7 @@ typedef struct pm_variant {
 #define PM_DEFAULT_MAX_PIXELS 268402689ULL /* 0x3FFF squared, as sharp */
 #define PM_DEFAULT_SIZE 256
 #define PM_DEFAULT_MAX_PAGES 10000
+#define PM_HEAVY_PIXELS 4000000ULL
 
 typedef struct pm_options {
     unsigned version;                  /* PM_OPTIONS_VERSION */
@@ -257,8 +258,13 @@ typedef struct pm_options {
     uint64_t max_pixels;               /* width x height x pages cap; 0 = no cap */
     uint64_t max_file_size;            /* bytes; larger sources are refused unread; 0 = none */
     int max_pages;                     /* frames or pages; more are refused; 0 = none */
-    pm_fail_on fail_on;                /* decoder strictness */
-    int include_hidden;                /* walk dot files and dot folders */
+    /* Progressive JPEGs and interlaced PNGs are decoded whole before they shrink (libjpeg keeps
+     * every coefficient: ~6 bytes a pixel): at most this many of those over
+     * PM_HEAVY_PIXELS decode at once, so that several arriving together cannot multiply the
+     * peak. 0 = no limit; default 1. */
+    int heavy_lane;
+    pm_fail_on fail_on; /* decoder strictness */
+    int include_hidden; /* walk dot files and dot folders */
     /* version 2: build-step mode */
     pm_variant variants[PM_MAX_VARIANTS]; /* when n_variants > 0 they replace sizes */
     int n_variants;
