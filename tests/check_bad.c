@@ -333,7 +333,8 @@ START_TEST(test_mixed_corpus_same_outcomes_at_any_jobs)
     ck_assert_int_eq(pmt_write_file(p, "", 0), 0);
     free(p);
     p = pmt_path(in, "random.jpg");
-    ck_assert_int_eq(pmt_write_file(p, "\x13\x37random bytes, not an image", 31), 0);
+    const char *random = "\x13\x37random bytes, not an image";
+    ck_assert_int_eq(pmt_write_file(p, random, strlen(random)), 0);
     free(p);
     p = pmt_path(in, "vector.jpg");
     const char *svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"10\" height=\"10\"/>";
@@ -517,10 +518,12 @@ START_TEST(test_no_subprocess_for_untrusted_formats)
     ck_assert_int_eq(pmt_write_file(p, svg, strlen(svg)), 0);
     free(p);
     p = pmt_path(in, "doc.png");
-    ck_assert_int_eq(pmt_write_file(p, "%PDF-1.4\n1 0 obj<<>>endobj\n", 28), 0);
+    const char *pdf = "%PDF-1.4\n1 0 obj<<>>endobj\n";
+    ck_assert_int_eq(pmt_write_file(p, pdf, strlen(pdf)), 0);
     free(p);
     p = pmt_path(in, "print.png");
-    ck_assert_int_eq(pmt_write_file(p, "%!PS-Adobe-3.0\nshowpage\n", 24), 0);
+    const char *ps = "%!PS-Adobe-3.0\nshowpage\n";
+    ck_assert_int_eq(pmt_write_file(p, ps, strlen(ps)), 0);
     free(p);
     char *log = pmt_path(tmp, "execve.log");
     const char *argv[] = {"/usr/bin/strace",
