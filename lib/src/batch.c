@@ -370,6 +370,20 @@ static void journal(pm_batch *b, const char *line)
     pthread_mutex_unlock(&b->journal_mu);
 }
 
+/* An event about a scanned entry (no job), to the reporter. */
+static void post_entry_event(pm_batch *b, pm_event_type type, const char *path, int status,
+                             int sys_errno, uint64_t seq)
+{
+    pm__result *r = g_new0(pm__result, 1);
+    r->ev.type = type;
+    r->ev.status = status;
+    r->ev.sys_errno = sys_errno;
+    r->ev.seq = seq;
+    r->source = g_strdup(path);
+    pm__result_link(r);
+    post_result(b, r);
+}
+
 static int scan_on_source(const char *path, const char *out_rel, int explicit_file, void *ud)
 {
     pm_batch *b = ud;
@@ -389,13 +403,7 @@ static int scan_on_source(const char *path, const char *out_rel, int explicit_fi
         GBytes *k = g_bytes_new(key, sizeof(key));
         if (g_hash_table_contains(b->named, k)) {
             g_bytes_unref(k);
-            pm__result *r = g_new0(pm__result, 1);
-            r->ev.type = PM_EVENT_SKIPPED;
-            r->ev.status = PM_ERR_DUPLICATE;
-            r->ev.seq = seq;
-            r->source = g_strdup(path);
-            pm__result_link(r);
-            post_result(b, r);
+            post_entry_event(b, PM_EVENT_SKIPPED, path, PM_ERR_DUPLICATE, 0, seq);
             return 0;
         }
         if (g_hash_table_size(b->named) < 100000)
@@ -428,14 +436,7 @@ static void scan_on_event(pm_event_type type, const char *path, int status, int 
         if (take_seq(b, &seq, &stop))
             return;
     }
-    pm__result *r = g_new0(pm__result, 1);
-    r->ev.type = type;
-    r->ev.status = status;
-    r->ev.sys_errno = sys_errno;
-    r->ev.seq = seq;
-    r->source = g_strdup(path);
-    pm__result_link(r);
-    post_result(b, r);
+    post_entry_event(b, type, path, status, sys_errno, seq);
 }
 
 static void *scanner_main(void *arg)
