@@ -321,11 +321,15 @@ START_TEST(test_mixed_corpus_same_outcomes_at_any_jobs)
         free(pmt_make_image(in, rel, 150 + 10 * i, 100, i % 2 ? 3 : 4));
     }
     size_t len;
-    char *jpg = pmt_read_file(pmt_make_image(in, "whole.jpg", 400, 300, 3), &len);
+    char *whole = pmt_make_image(in, "whole.jpg", 400, 300, 3);
+    char *jpg = pmt_read_file(whole, &len);
+    free(whole);
     char *p = pmt_path(in, "truncated.jpg");
     ck_assert_int_eq(pmt_write_file(p, jpg, len / 2), 0);
     free(p);
-    char *png = pmt_read_file(pmt_make_image(in, "whole.png", 300, 200, 3), &len);
+    whole = pmt_make_image(in, "whole.png", 300, 200, 3);
+    char *png = pmt_read_file(whole, &len);
+    free(whole);
     p = pmt_path(in, "truncated.png");
     ck_assert_int_eq(pmt_write_file(p, png, len * 2 / 3), 0);
     free(p);
