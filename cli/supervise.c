@@ -50,9 +50,11 @@ typedef struct engine_run {
     GHashTable *skip;     /* pass these over entirely */
     uint64_t only;        /* 0, or run just this seq (one worker) */
     /* out */
-    GHashTable *flight; /* seq -> inflight, still open when the engine ended */
-    GHashTable *done;   /* seqs reported by this engine */
-    pm_summary sum;     /* from its E lines (and Z) */
+    GHashTable *flight;  /* seq -> inflight, still open when the engine ended */
+    uint64_t done_below; /* every seq below was reported (by this engine or earlier ones) */
+    GHashTable *done;    /* and these above it, reported by this engine: a few, since events
+                            arrive nearly in order, so memory does not grow with the files */
+    pm_summary sum;      /* from its E lines (and Z) */
     int got_z;
     int status;         /* waitpid status */
     uint64_t timed_out; /* the seq the supervisor killed it for, or 0 */
@@ -238,6 +240,23 @@ static void show_event(const sup_config *cfg, int type, int status, const char *
     g_object_unref(p);
 }
 
+static int did_report(const engine_run *er, uint64_t seq)
+{
+    return seq < er->done_below || seq_has(er->done, seq);
+}
+
+static void mark_done(engine_run *er, uint64_t seq)
+{
+    seq_add(er->done, seq);
+    for (;;) {
+        gint64 k = (gint64)er->done_below;
+        if (!g_hash_table_remove(er->done, &k) && !seq_has(er->quiet, er->done_below) &&
+            !seq_has(er->skip, er->done_below))
+            break;
+        er->done_below++;
+    }
+}
+
 static void take_line(const sup_config *cfg, engine_run *er, char *line, double t)
 {
     uint64_t seq;
@@ -259,7 +278,7 @@ static void take_line(const sup_config *cfg, engine_run *er, char *line, double 
         g_hash_table_remove(er->flight, &k);
         int quiet = seq && (seq < er->quiet_below || seq_has(er->quiet, seq));
         if (seq && !quiet)
-            seq_add(er->done, seq);
+            mark_done(er, seq);
         if (quiet)
             return; /* reported by an earlier engine: replayed for the manifest only */
         const char *json = line;
@@ -316,6 +335,7 @@ static void run_engine(const sup_config *cfg, engine_run *er, int sigfd, int *us
 {
     er->flight = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, free_inflight);
     er->done = seq_set();
+    er->done_below = er->quiet_below;
     int p[2];
     if (pipe2(p, O_CLOEXEC) != 0) {
         er->status = 3 << 8;
@@ -473,6 +493,10 @@ int cli_supervise(const sup_config *cfg)
         while (g_hash_table_iter_next(&it, &k, NULL))
             if (!seq_has(quiet, (uint64_t) * (gint64 *)k))
                 seq_add(quiet, (uint64_t) * (gint64 *)k);
+        for (; quiet_below < er.done_below; quiet_below++) {
+            gint64 key = (gint64)quiet_below;
+            g_hash_table_remove(quiet, &key);
+        }
         while (seq_has(quiet, quiet_below) || seq_has(condemned, quiet_below)) {
             gint64 key = (gint64)quiet_below;
             g_hash_table_remove(quiet, &key);
@@ -525,7 +549,7 @@ int cli_supervise(const sup_config *cfg)
                                                 cfg->timeout)
                               : g_strdup_printf("the decoding process was %s (alone)", d);
                     g_free(d);
-                } else if (seq_has(alone.done, seq)) {
+                } else if (did_report(&alone, seq)) {
                     seq_add(quiet, seq); /* reported by its own engine */
                 }
                 engine_run_free(&alone);

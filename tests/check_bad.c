@@ -635,6 +635,332 @@ START_TEST(test_two_sources_one_output)
 }
 END_TEST
 
+static int exists_in(const char *dir, const char *rel)
+{
+    char *p = pmt_path(dir, rel);
+    int ok = access(p, F_OK) == 0;
+    free(p);
+    return ok;
+}
+
+START_TEST(test_one_file_under_many_names)
+{
+    /* BAD-INPUT 19 in a walk: hard links to one file (and a symlink, which a walk skips) make
+     * one output, under the name met first; a file whose other link is outside the walk is
+     * made as usual. */
+    char *a = pmt_make_image(in, "a.png", 80, 60, 3);
+    char *sub = pmt_path(in, "sub");
+    pmt_mkdirs(sub);
+    char *b = pmt_path(sub, "b.png"), *c = pmt_path(in, "c.png");
+    ck_assert_int_eq(link(a, b), 0);
+    ck_assert_int_eq(symlink(a, c), 0);
+    char *solo = pmt_make_image(in, "solo.png", 30, 20, 3);
+    char *elsewhere = pmt_path(tmp, "elsewhere.png");
+    ck_assert_int_eq(link(solo, elsewhere), 0);
+    char *before = pmt_tree_digest(in);
+    int first_a = -1;
+    for (int j = 1; j <= 8; j *= 8) {
+        char jobs[4], *e = NULL, dir[16];
+        g_snprintf(jobs, sizeof(jobs), "%d", j);
+        g_snprintf(dir, sizeof(dir), "o%d", j);
+        char *o = pmt_path(tmp, dir);
+        ck_assert_int_eq(pmt_pixmill_run(&e, "-v", "-j", jobs, "-f", "webp", "-o", o, in, NULL), 0);
+        ck_assert_msg(strstr(e, "2 processed") && strstr(e, "2 skipped") &&
+                          strstr(e, ": skipped: already met under another name (the same file as "),
+                      "%s", e);
+        int got_a = exists_in(o, "a.webp"), got_b = exists_in(o, "sub/b.webp");
+        ck_assert_msg(got_a + got_b == 1, "a.webp %d, sub/b.webp %d", got_a, got_b);
+        if (first_a < 0)
+            first_a = got_a;
+        ck_assert_int_eq(got_a, first_a); /* the same name wins at any -j */
+        ck_assert(exists_in(o, "solo.webp") && !exists_in(o, "c.webp"));
+        ck_assert_int_eq(pmt_count_files(o, ".tmp"), 0);
+        /* a rerun: up to date, still one output */
+        ck_assert_int_eq(pmt_pixmill_run(&e, "-j", jobs, "-f", "webp", "-o", o, in, NULL), 0);
+        ck_assert_msg(strstr(e, "2 up to date") && strstr(e, "2 skipped"), "%s", e);
+        ck_assert_int_eq(pmt_count_files(o, ".webp"), 2);
+        free(e), free(o);
+    }
+    char *after = pmt_tree_digest(in);
+    ck_assert_str_eq(before, after);
+    free(before), free(after);
+    free(a), free(b), free(c), free(sub), free(solo), free(elsewhere);
+}
+END_TEST
+
+START_TEST(test_two_inputs_one_output)
+{
+    /* BAD-INPUT 23 across inputs: two folders (or named files) with x.png each would both
+     * write out/x.webp. Both are refused, each naming the other, whatever runs first. */
+    char *A = pmt_path(in, "A"), *B = pmt_path(in, "B");
+    char *ax = pmt_make_image(A, "x.png", 40, 30, 3), *bx = pmt_make_image(B, "x.png", 60, 30, 3);
+    char *as = pmt_make_image(A, "s/deep.jpg", 40, 30, 3);
+    char *bs = pmt_make_image(B, "s/deep.png", 50, 30, 3);
+    free(pmt_make_image(A, "only-a.png", 20, 20, 3));
+    free(pmt_make_image(B, "only-b.png", 20, 20, 3));
+    char *before = pmt_tree_digest(in);
+    for (int j = 1; j <= 8; j *= 8) {
+        char jobs[4], *e = NULL;
+        g_snprintf(jobs, sizeof(jobs), "%d", j);
+        ck_assert_int_eq(
+            pmt_pixmill_run(&e, "--force", "-j", jobs, "-f", "webp", "-o", out, A, B, NULL), 1);
+        char *want[4];
+        want[0] = g_strdup_printf("%s: output name is not usable", ax);
+        want[1] = g_strdup_printf("%s would write x.webp too", bx);
+        want[2] = g_strdup_printf("%s would write x.webp too", ax);
+        want[3] = g_strdup_printf("%s would write s/deep.webp too", as);
+        for (int i = 0; i < 4; i++) {
+            ck_assert_msg(strstr(e, want[i]), "no '%s' in: %s", want[i], e);
+            g_free(want[i]);
+        }
+        ck_assert_msg(strstr(e, "2 processed") && strstr(e, "4 failed"), "%s", e);
+        free(e);
+        ck_assert(!exists_in(out, "x.webp") && !exists_in(out, "s/deep.webp"));
+        ck_assert(exists_in(out, "only-a.webp") && exists_in(out, "only-b.webp"));
+        ck_assert_int_eq(pmt_count_files(out, ".tmp"), 0);
+    }
+    /* named files from two folders; a named file and a folder */
+    char *e = NULL;
+    char *o2 = pmt_path(tmp, "o2"), *o3 = pmt_path(tmp, "o3");
+    ck_assert_int_eq(pmt_pixmill_run(&e, "-f", "webp", "-o", o2, ax, bx, NULL), 1);
+    ck_assert_msg(strstr(e, "0 processed") && strstr(e, "2 failed"), "%s", e);
+    free(e);
+    ck_assert_int_eq(pmt_pixmill_run(&e, "-f", "webp", "-o", o3, ax, B, NULL), 1);
+    ck_assert_msg(strstr(e, "2 processed") && strstr(e, "2 failed"), "%s", e);
+    free(e);
+    ck_assert(!exists_in(o2, "x.webp") && !exists_in(o3, "x.webp"));
+    /* a folder given twice is walked once */
+    char *o4 = pmt_path(tmp, "o4"), *A2 = g_strconcat(A, "/", NULL);
+    ck_assert_int_eq(pmt_pixmill_run(&e, "-v", "-f", "webp", "-o", o4, A, A2, NULL), 0);
+    ck_assert_msg(strstr(e, "3 processed") && strstr(e, "1 skipped") &&
+                      strstr(e, "(the same folder as "),
+                  "%s", e);
+    free(e);
+    /* names that differ: {hash} */
+    char *o5 = pmt_path(tmp, "o5");
+    ck_assert_int_eq(
+        pmt_pixmill_run(NULL, "--name", "{stem}.{hash}.{ext}", "-f", "webp", "-o", o5, A, B, NULL),
+        0);
+    ck_assert_int_eq(pmt_count_files(o5, "x."), 2);
+    char *after = pmt_tree_digest(in);
+    ck_assert_str_eq(before, after);
+    free(before), free(after);
+    free(o2), free(o3), free(o4), free(o5);
+    g_free(A2);
+    free(A), free(B), free(ax), free(bx), free(as), free(bs);
+}
+END_TEST
+
+/* A real PNG (or JPEG) of w x h with extra bytes spliced in: a chunk after IHDR (PNG: the
+ * signature and IHDR are always 33 bytes), or marker segments after SOI (JPEG). */
+static void write_spliced(const char *name, const char *suffix, size_t at, const GByteArray *extra)
+{
+    size_t len;
+    unsigned char *img = pmt_encode_image(suffix, 64, 48, 3, &len);
+    ck_assert_ptr_nonnull(img);
+    GByteArray *b = g_byte_array_new();
+    g_byte_array_append(b, img, (guint)at);
+    g_byte_array_append(b, extra->data, extra->len);
+    g_byte_array_append(b, img + at, (guint)(len - at));
+    char *p = pmt_path(in, name);
+    ck_assert_int_eq(pmt_write_file(p, b->data, b->len), 0);
+    free(p);
+    g_byte_array_free(b, TRUE);
+    g_free(img);
+}
+
+static void png_with_chunk(const char *name, const char *type, const GByteArray *data)
+{
+    GByteArray *c = g_byte_array_new();
+    png_chunk(c, type, data->data, data->len);
+    write_spliced(name, ".png", 33, c);
+    g_byte_array_free(c, TRUE);
+}
+
+static GByteArray *filled(const char *head, size_t head_len, int byte, size_t n)
+{
+    GByteArray *b = g_byte_array_new();
+    g_byte_array_append(b, (const guint8 *)head, (guint)head_len);
+    guint8 *fill = g_malloc(n);
+    memset(fill, byte, n);
+    g_byte_array_append(b, fill, (guint)n);
+    g_free(fill);
+    return b;
+}
+
+START_TEST(test_big_metadata_and_odd_layouts)
+{
+    /* BAD-INPUT 9: metadata far larger than the picture, grey+alpha, six bands. Outputs are
+     * in the output space without the metadata; what cannot be is refused by name. */
+    size_t mb = 1 << 20;
+    GByteArray *d = filled("Comment\0", 8, 'A', 8 * mb);
+    png_with_chunk("text-8mb.png", "tEXt", d);
+    g_byte_array_free(d, TRUE);
+    d = filled("XML:com.adobe.xmp\0\0\0\0\0<x:xmpmeta xmlns:x=\"adobe:ns:meta/\"><!--", 61, 'X',
+               8 * mb);
+    g_byte_array_append(d, (const guint8 *)"--></x:xmpmeta>", 15);
+    png_with_chunk("xmp-8mb.png", "iTXt", d);
+    g_byte_array_free(d, TRUE);
+    /* 256 MB of text and a 16 MB profile, each deflated into a few hundred KB */
+    GByteArray *zeros = filled("", 0, 0, 256 * mb);
+    uLongf zlen = compressBound(zeros->len);
+    GByteArray *z = filled("Comment\0\0", 9, 0, zlen);
+    ck_assert_int_eq(compress2(z->data + 9, &zlen, zeros->data, zeros->len, 9), Z_OK);
+    g_byte_array_set_size(z, (guint)(9 + zlen));
+    png_with_chunk("ztxt-256mb.png", "zTXt", z);
+    g_byte_array_free(z, TRUE);
+    zlen = compressBound(16 * mb);
+    z = filled("big\0\0", 5, 0, zlen);
+    ck_assert_int_eq(compress2(z->data + 5, &zlen, zeros->data, 16 * mb, 9), Z_OK);
+    g_byte_array_set_size(z, (guint)(5 + zlen));
+    png_with_chunk("iccp-16mb.png", "iCCP", z);
+    g_byte_array_free(z, TRUE);
+    g_byte_array_free(zeros, TRUE);
+    /* a JPEG whose ICC profile is 100 APP2 segments (6.5 MB of garbage), and a full APP1 XMP */
+    GByteArray *segs = g_byte_array_new();
+    for (int i = 0; i < 100; i++) {
+        unsigned char hdr[18] = {0xff, 0xe2, 0xff, 0xff, 'I', 'C', 'C', '_', 'P',
+                                 'R',  'O',  'F',  'I',  'L', 'E', 0,   0,   100};
+        hdr[16] = (unsigned char)(i + 1);
+        guint8 body[65519];
+        memset(body, 'I', sizeof(body));
+        g_byte_array_append(segs, hdr, sizeof(hdr));
+        g_byte_array_append(segs, body, sizeof(body));
+    }
+    const char xmp_ns[] = "http://ns.adobe.com/xap/1.0/";
+    unsigned char app1[4] = {0xff, 0xe1, 0xff, 0xff};
+    g_byte_array_append(segs, app1, 4);
+    g_byte_array_append(segs, (const guint8 *)xmp_ns, sizeof(xmp_ns));
+    guint8 xbody[65533 - sizeof(xmp_ns)];
+    memset(xbody, 'X', sizeof(xbody));
+    g_byte_array_append(segs, xbody, sizeof(xbody));
+    write_spliced("icc-6mb.jpg", ".jpg", 2, segs);
+    g_byte_array_free(segs, TRUE);
+    /* grey + alpha (alpha 0 on the left half), and six bands */
+    VipsImage *rgba = NULL, *ga = NULL, *black = NULL, *six = NULL;
+    size_t len;
+    void *buf = pmt_encode_image(".png", 64, 48, 4, &len);
+    ck_assert_ptr_nonnull(buf);
+    rgba = vips_image_new_from_buffer(buf, len, "", NULL);
+    ck_assert_int_eq(vips_colourspace(rgba, &ga, VIPS_INTERPRETATION_B_W, NULL), 0);
+    char *p = pmt_path(in, "grey-alpha.png");
+    ck_assert_int_eq(vips_image_write_to_file(ga, p, NULL), 0);
+    free(p);
+    ck_assert_int_eq(ga->Bands, 2);
+    ck_assert_int_eq(vips_black(&black, 64, 48, "bands", 6, NULL), 0);
+    ck_assert_int_eq(vips_cast_uchar(black, &six, NULL), 0);
+    p = pmt_path(in, "six.tif");
+    ck_assert_int_eq(vips_image_write_to_file(six, p, NULL), 0);
+    free(p);
+    g_object_unref(rgba), g_object_unref(ga), g_object_unref(black), g_object_unref(six);
+    g_free(buf);
+
+    char *before = pmt_tree_digest(in);
+    const char *argv[] = {pmt_pixmill(), "--allow=tiff", "-j",  "2",  "-f", "webp", "-f",
+                          "jpeg",        "-f",           "png", "-o", out,  in,     NULL};
+    char *e = NULL;
+    struct rusage ru;
+    ck_assert_int_eq(pmt_run((char *const *)argv, NULL, &e, &ru), 1);
+    ck_assert_msg(strstr(e, "six.tif: image layout is not supported (6 bands (") &&
+                      strstr(e, "6 processed") && strstr(e, "1 failed"),
+                  "%s", e);
+    free(e);
+    /* bounded: the biggest chunk is 8 MB; libvips copies text metadata along its pipeline */
+    fprintf(stderr, "big metadata: peak RSS %ld MB\n", ru.ru_maxrss / 1024);
+    ck_assert_int_lt(ru.ru_maxrss / 1024, 400);
+    const char *stems[] = {"text-8mb",  "xmp-8mb", "ztxt-256mb",
+                           "iccp-16mb", "icc-6mb", "grey-alpha"};
+    for (size_t i = 0; i < G_N_ELEMENTS(stems); i++) {
+        int w, h, c, alpha;
+        char name[64];
+        g_snprintf(name, sizeof(name), "%s.png", stems[i]);
+        char *o = pmt_path(out, name);
+        ck_assert_msg(pmt_png_decode(o, &w, &h, &c) == 0 && w == 64 && h == 48, "%s", name);
+        int grey = strcmp(stems[i], "grey-alpha") == 0;
+        ck_assert_int_eq(c, grey ? 2 : 3);
+        struct stat st;
+        ck_assert(stat(o, &st) == 0 && st.st_size < 65536); /* no metadata carried */
+        free(o);
+        g_snprintf(name, sizeof(name), "%s.webp", stems[i]);
+        o = pmt_path(out, name);
+        ck_assert_msg(pmt_webp_decode(o, &w, &h, &alpha) == 0 && w == 64 && h == 48, "%s", name);
+        ck_assert_int_eq(alpha, grey);
+        ck_assert(stat(o, &st) == 0 && st.st_size < 65536);
+        free(o);
+        g_snprintf(name, sizeof(name), "%s.jpg", stems[i]);
+        o = pmt_path(out, name);
+        ck_assert_msg(pmt_jpeg_decode(o, &w, &h, &c, NULL) == 0 && w == 64 && h == 48, "%s", name);
+        ck_assert_int_eq(c, grey ? 1 : 3);
+        ck_assert(stat(o, &st) == 0 && st.st_size < 65536);
+        ck_assert(!pmt_file_contains(o, "IIIIIIIIIIIIIIII", 16));
+        free(o);
+    }
+    ck_assert_int_eq(pmt_count_files(out, "six."), 0);
+    ck_assert_int_eq(pmt_count_files(out, ".tmp"), 0);
+    char *after = pmt_tree_digest(in);
+    ck_assert_str_eq(before, after);
+    free(before), free(after);
+}
+END_TEST
+
+START_TEST(test_unreadable_file_and_folder)
+{
+    /* BAD-INPUT 13 through the binary. Root reads anything, so the run drops the permission
+     * bypass (setpriv, as LIBVIPS-NOTES says) and the same probe shows whether that worked. */
+    free(pmt_make_image(in, "ok.png", 40, 30, 3));
+    free(pmt_make_image(in, "z/ok2.png", 40, 30, 3));
+    char *secret = pmt_make_image(in, "secret.png", 40, 30, 3);
+    char *hidden = pmt_make_image(in, "closed/x.png", 40, 30, 3);
+    char *closed = pmt_path(in, "closed");
+    ck_assert_int_eq(chmod(secret, 0), 0);
+    ck_assert_int_eq(chmod(closed, 0), 0);
+    const char *works[] = {"/usr/bin/setpriv", "--bounding-set=-dac_override,-dac_read_search",
+                           "--", "/bin/true", NULL};
+    const char *probe[] = {"/usr/bin/setpriv",
+                           "--bounding-set=-dac_override,-dac_read_search",
+                           "--",
+                           "/usr/bin/head",
+                           "-c1",
+                           secret,
+                           NULL};
+    int can = pmt_run_argv(works, NULL) == 0 && pmt_run_argv(probe, NULL) != 0;
+    if (!can) {
+        fprintf(stderr, "SKIP: the permission bypass cannot be dropped here\n");
+    } else {
+        char *before = pmt_tree_digest(in);
+        const char *argv[] = {"/usr/bin/setpriv",
+                              "--bounding-set=-dac_override,-dac_read_search",
+                              "--",
+                              pmt_pixmill(),
+                              "-f",
+                              "png",
+                              "-o",
+                              out,
+                              in,
+                              NULL};
+        char *e = NULL;
+        ck_assert_int_eq(pmt_run_argv(argv, &e), 1);
+        char *want_file = g_strdup_printf("%s: ", secret);
+        char *want_dir = g_strdup_printf("%s: ", closed);
+        const char *file_line = strstr(e, want_file), *dir_line = strstr(e, want_dir);
+        ck_assert_msg(file_line && dir_line, "%s", e);
+        ck_assert_msg(strstr(file_line, "Permission denied") &&
+                          strstr(dir_line, "Permission denied") && strstr(e, "2 processed"),
+                      "%s", e);
+        g_free(want_file), g_free(want_dir);
+        free(e);
+        ck_assert_int_eq(pmt_count_files(out, "ok.png") + pmt_count_files(out, "ok2.png"), 2);
+        ck_assert_int_eq(pmt_count_files(out, "secret") + pmt_count_files(out, "x.png"), 0);
+        ck_assert_int_eq(pmt_count_files(out, ".tmp"), 0);
+        char *after = pmt_tree_digest(in);
+        ck_assert_str_eq(before, after);
+        free(before), free(after);
+    }
+    ck_assert_int_eq(chmod(closed, 0755), 0); /* for the fixture's cleanup */
+    free(secret), free(hidden), free(closed);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("bad");
@@ -657,6 +983,10 @@ static Suite *suite(void)
     tcase_add_test(tc, test_no_subprocess_for_untrusted_formats);
     tcase_add_test(tc, test_deep_tree_bounded_descriptors);
     tcase_add_test(tc, test_two_sources_one_output);
+    tcase_add_test(tc, test_one_file_under_many_names);
+    tcase_add_test(tc, test_two_inputs_one_output);
+    tcase_add_test(tc, test_big_metadata_and_odd_layouts);
+    tcase_add_test(tc, test_unreadable_file_and_folder);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -22,12 +22,15 @@ typedef struct record {
     GHashTable *rels;    /* out_rel -> path */
     GString *events;     /* "TYPE status errno path\n" */
     int n_sources;
+    int n_regular_stat; /* sources that came with a stat of a regular file */
 } record;
 
-static int rec_source(const char *path, const char *out_rel, int explicit_file, void *ud)
+static int rec_source(const char *path, const char *out_rel, int explicit_file,
+                      const struct stat *st, void *ud)
 {
     record *r = ud;
     (void)explicit_file;
+    r->n_regular_stat += st && S_ISREG(st->st_mode);
     gpointer old = g_hash_table_lookup(r->sources, path);
     g_hash_table_insert(r->sources, g_strdup(path), GINT_TO_POINTER(GPOINTER_TO_INT(old) + 1));
     g_hash_table_insert(r->rels, g_strdup(out_rel), g_strdup(path));
@@ -112,6 +115,7 @@ START_TEST(test_nested_and_rel_paths)
     touch(tmp, "noext");
     record *r = scan(tmp, NULL, 0);
     ck_assert_int_eq(r->n_sources, 4);
+    ck_assert_int_eq(r->n_regular_stat, 4); /* each with its lstat (link counts) */
     ck_assert_int_eq(seen(r, tmp, "a.jpg"), 1);
     ck_assert_int_eq(seen(r, tmp, "sub/b.PNG"), 1);
     ck_assert_int_eq(seen(r, tmp, "sub/deeper/c.webp"), 1);

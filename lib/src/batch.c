@@ -21,6 +21,7 @@ typedef struct input {
     char *path; /* NULL for a file list */
     int list_fd;
     char delim;
+    int same_as; /* a folder given earlier under another name: its index + 1, else 0 */
 } input;
 
 struct pm_batch {
@@ -34,7 +35,10 @@ struct pm_batch {
     char profile_hash[PM__HASH_HEX];
     uint64_t next_seq;     /* scanner thread only */
     GHashTable *skip_seqs; /* fixed once run starts */
-    GHashTable *named;     /* scanner thread only: (dev, ino) of files named as inputs */
+    GHashTable *seen;      /* scanner thread only: (dev, ino) -> first path, of named files
+                              and files with several links */
+    guint scan_input;      /* scanner thread only: the input being scanned */
+    GArray *roots;         /* of pm__place: the input folders, with several inputs */
     pthread_mutex_t journal_mu;
     GArray *inputs; /* of input; fixed once run starts */
     int ran;
@@ -268,7 +272,7 @@ int pm_batch_add_input(pm_batch *batch, const char *path)
 {
     if (!batch || !path || !*path || batch->ran)
         return PM_ERR_USAGE;
-    input in = {g_strdup(path), -1, 0};
+    input in = {g_strdup(path), -1, 0, 0};
     g_array_append_val(batch->inputs, in);
     return PM_OK;
 }
@@ -280,7 +284,7 @@ int pm_batch_add_file_list(pm_batch *batch, int fd, char delim)
     int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (copy < 0)
         return PM_ERR_IO;
-    input in = {NULL, copy, delim};
+    input in = {NULL, copy, delim, 0};
     g_array_append_val(batch->inputs, in);
     return PM_OK;
 }
@@ -372,7 +376,7 @@ static void journal(pm_batch *b, const char *line)
 
 /* An event about a scanned entry (no job), to the reporter. */
 static void post_entry_event(pm_batch *b, pm_event_type type, const char *path, int status,
-                             int sys_errno, uint64_t seq)
+                             int sys_errno, uint64_t seq, char *message)
 {
     pm__result *r = g_new0(pm__result, 1);
     r->ev.type = type;
@@ -380,41 +384,54 @@ static void post_entry_event(pm_batch *b, pm_event_type type, const char *path, 
     r->ev.sys_errno = sys_errno;
     r->ev.seq = seq;
     r->source = g_strdup(path);
+    r->message = message;
     pm__result_link(r);
     post_result(b, r);
 }
 
-static int scan_on_source(const char *path, const char *out_rel, int explicit_file, void *ud)
+/* The path a file was first met under in this run, or NULL (and it is remembered now). */
+static const char *seen_before(pm_batch *b, const struct stat *st, const char *path)
+{
+    if (!b->seen)
+        b->seen = g_hash_table_new_full(g_bytes_hash, g_bytes_equal, (GDestroyNotify)g_bytes_unref,
+                                        g_free);
+    dev_t key[2] = {st->st_dev, (dev_t)st->st_ino};
+    GBytes *k = g_bytes_new(key, sizeof(key));
+    const char *first = g_hash_table_lookup(b->seen, k);
+    if (first || g_hash_table_size(b->seen) >= 100000)
+        g_bytes_unref(k);
+    else
+        g_hash_table_insert(b->seen, k, g_strdup(path));
+    return first;
+}
+
+static int scan_on_source(const char *path, const char *out_rel, int explicit_file,
+                          const struct stat *st, void *ud)
 {
     pm_batch *b = ud;
     uint64_t seq;
     int stop;
     if (take_seq(b, &seq, &stop))
         return stop;
-    /* A file named twice (or by a link and by its name) is one source: one writer per output.
-     * Only named files are remembered (walks meet each inode under its own names), and at
-     * most 100,000 of them, so memory stays bounded for endless lists. */
-    struct stat st;
-    if (explicit_file && stat(path, &st) == 0 && S_ISREG(st.st_mode)) {
-        if (!b->named)
-            b->named = g_hash_table_new_full(g_bytes_hash, g_bytes_equal,
-                                             (GDestroyNotify)g_bytes_unref, NULL);
-        dev_t key[2] = {st.st_dev, (dev_t)st.st_ino};
-        GBytes *k = g_bytes_new(key, sizeof(key));
-        if (g_hash_table_contains(b->named, k)) {
-            g_bytes_unref(k);
-            post_entry_event(b, PM_EVENT_SKIPPED, path, PM_ERR_DUPLICATE, 0, seq);
+    /* One file under several names is one source, made once, under the name met first
+     * (BAD-INPUT 19): a file named twice or by a link and its name, a hard link met in a
+     * walk. Only named files and files with more than one link are remembered (a walk meets
+     * every other file once), at most 100,000, so memory stays bounded. */
+    if (st && S_ISREG(st->st_mode) && (explicit_file || st->st_nlink > 1)) {
+        const char *first = seen_before(b, st, path);
+        if (first) {
+            post_entry_event(b, PM_EVENT_SKIPPED, path, PM_ERR_DUPLICATE, 0, seq,
+                             g_strdup_printf("the same file as %s", first));
             return 0;
         }
-        if (g_hash_table_size(b->named) < 100000)
-            g_hash_table_add(b->named, k);
-        else
-            g_bytes_unref(k);
     }
     pm__job *job = g_new0(pm__job, 1);
     job->source = g_strdup(path);
     job->out_rel = g_strdup(out_rel);
     job->explicit_file = explicit_file;
+    job->input = (int)b->scan_input;
+    input *in = &g_array_index(b->inputs, input, b->scan_input);
+    job->origin = !in->path ? PM__FROM_LIST : explicit_file ? PM__FROM_NAMED : PM__FROM_WALK;
     job->seq = seq;
     pm__waitgroup_add(&b->wg, 1); /* before the push: a worker may finish it at once */
     if (pm__queue_push(b->jobs, job) != PM_OK) {
@@ -436,7 +453,7 @@ static void scan_on_event(pm_event_type type, const char *path, int status, int 
         if (take_seq(b, &seq, &stop))
             return;
     }
-    post_entry_event(b, type, path, status, sys_errno, seq);
+    post_entry_event(b, type, path, status, sys_errno, seq, NULL);
 }
 
 static void *scanner_main(void *arg)
@@ -446,7 +463,15 @@ static void *scanner_main(void *arg)
     for (guint i = 0; i < b->inputs->len; i++) {
         input *in = &g_array_index(b->inputs, input, i);
         int stop;
-        if (in->path) {
+        b->scan_input = i;
+        if (in->same_as) {
+            uint64_t seq;
+            if (!take_seq(b, &seq, &stop)) {
+                input *first = &g_array_index(b->inputs, input, in->same_as - 1);
+                post_entry_event(b, PM_EVENT_SKIPPED, in->path, PM_ERR_DUPLICATE, 0, seq,
+                                 g_strdup_printf("the same folder as %s", first->path));
+            }
+        } else if (in->path) {
             stop = pm__scan_path(&b->scan_cfg, in->path, NULL, &sink);
         } else {
             FILE *f = fdopen(in->list_fd, "r");
@@ -462,9 +487,9 @@ static void *scanner_main(void *arg)
             break;
     }
     pm__queue_close(b->jobs);
-    if (b->named)
-        g_hash_table_destroy(b->named);
-    b->named = NULL;
+    if (b->seen)
+        g_hash_table_destroy(b->seen);
+    b->seen = NULL;
     thread_finished(b);
     return NULL;
 }
@@ -551,6 +576,66 @@ static int outputs_overlap_inputs(pm_batch *b, const char *out_real)
             return 1;
     }
     return 0;
+}
+
+/* With several inputs, all their outputs share one tree: note where each input's files come
+ * from, so that a worker can tell when another input would write the same names (BAD-INPUT
+ * 23), and so that a folder given twice is walked once. */
+static void note_places(pm_batch *b)
+{
+    if (b->inputs->len < 2)
+        return;
+    b->roots = g_array_new(FALSE, FALSE, sizeof(pm__place));
+    GArray *ids = g_array_new(FALSE, FALSE, sizeof(struct stat)); /* the roots' */
+    b->ctx.named_by_stem =
+        g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify)g_ptr_array_unref);
+    for (guint i = 0; i < b->inputs->len; i++) {
+        input *in = &g_array_index(b->inputs, input, i);
+        struct stat st;
+        if (!in->path || stat(in->path, &st) != 0)
+            continue; /* a list, or what the scan will report */
+        if (S_ISDIR(st.st_mode)) {
+            for (guint k = 0; k < ids->len && !in->same_as; k++) {
+                const struct stat *o = &g_array_index(ids, struct stat, k);
+                if (o->st_dev == st.st_dev && o->st_ino == st.st_ino)
+                    in->same_as = g_array_index(b->roots, pm__place, k).input + 1;
+            }
+            if (in->same_as)
+                continue;
+            pm__place p = {in->path, (int)i};
+            g_array_append_val(b->roots, p);
+            g_array_append_val(ids, st);
+        } else if (S_ISREG(st.st_mode)) {
+            char *stem = g_path_get_basename(in->path);
+            char *dot = strrchr(stem, '.');
+            if (dot && dot != stem)
+                *dot = '\0';
+            GPtrArray *same = g_hash_table_lookup(b->ctx.named_by_stem, stem);
+            if (!same) {
+                same = g_ptr_array_new_with_free_func(g_free);
+                g_hash_table_insert(b->ctx.named_by_stem, g_strdup(stem), same);
+            }
+            pm__place *p = g_new(pm__place, 1);
+            *p = (pm__place){in->path, (int)i};
+            g_ptr_array_add(same, p);
+            g_free(stem);
+        }
+    }
+    g_array_free(ids, TRUE);
+    b->ctx.roots = (const pm__place *)(void *)b->roots->data;
+    b->ctx.n_roots = (int)b->roots->len;
+}
+
+static void forget_places(pm_batch *b)
+{
+    if (b->roots)
+        g_array_free(b->roots, TRUE);
+    b->roots = NULL;
+    if (b->ctx.named_by_stem)
+        g_hash_table_destroy(b->ctx.named_by_stem);
+    b->ctx.named_by_stem = NULL;
+    b->ctx.roots = NULL;
+    b->ctx.n_roots = 0;
 }
 
 static int is_full(int err)
@@ -751,6 +836,7 @@ int pm_batch_run(pm_batch *b, pm_event_cb on_event, void *user_data, pm_summary 
     b->ctx.out_root = b->output_dir;
     b->ctx.overlap = out_real && outputs_overlap_inputs(b, out_real);
     b->ctx.cancel = &b->cancel;
+    note_places(b);
     b->ctx.lane = NULL;
     if (b->opts.heavy_lane > 0 && b->opts.heavy_lane < jobs) {
         pthread_mutex_init(&b->lane.mu, NULL);
@@ -884,6 +970,7 @@ int pm_batch_run(pm_batch *b, pm_event_cb on_event, void *user_data, pm_summary 
             post_fatal_path(b, b->manifest_path, on_event, user_data, rc, err);
     }
 done:
+    forget_places(b);
     pm__manifest_free(manifest);
     sum.wall_seconds = wall_now() - wall0;
     sum.cpu_seconds = cpu_now() - cpu0;

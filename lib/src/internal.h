@@ -44,8 +44,11 @@ long pm__waitgroup_waiters(pm__waitgroup *wg);
 /* ---- scan.c: the streaming walk ---- */
 typedef struct pm__scan_sink {
     /* A candidate source. out_rel: output path relative to the output root, without extension.
-     * explicit_file: named by the user (a symlink there is followed). Non-zero return stops. */
-    int (*on_source)(const char *path, const char *out_rel, int explicit_file, void *user_data);
+     * explicit_file: named by the user (a symlink there is followed). st: the file as the scan
+     * saw it (lstat in a walk, stat for a named file), or NULL when it could not be read (the
+     * worker will tell). Non-zero return stops. */
+    int (*on_source)(const char *path, const char *out_rel, int explicit_file,
+                     const struct stat *st, void *user_data);
     /* A skipped entry or a scan error. */
     void (*on_event)(pm_event_type type, const char *path, int status, int sys_errno,
                      void *user_data);
@@ -198,6 +201,15 @@ typedef struct pm__lane {
     int free; /* guarded by mu */
 } pm__lane;
 
+/* Where an input's sources come from, and so what else may write beside their outputs. */
+typedef enum { PM__FROM_WALK, PM__FROM_NAMED, PM__FROM_LIST } pm__origin;
+
+/* An input folder or a named file, by its place among the inputs. */
+typedef struct pm__place {
+    char *path;
+    int input;
+} pm__place;
+
 typedef struct pm__process_ctx {
     const pm_options *opts;
     pm__lane *lane; /* NULL: no limit */
@@ -208,6 +220,12 @@ typedef struct pm__process_ctx {
     int out_rootfd;
     const char *out_root; /* for display */
     int overlap;          /* output root overlaps an input folder: never replace */
+    /* With several inputs, the other places whose files map to the same output names
+     * (BAD-INPUT 23): the input folders, and the named files by stem (stem -> GPtrArray of
+     * pm__place). Empty with one input. */
+    const pm__place *roots;
+    int n_roots;
+    struct _GHashTable *named_by_stem; /* a GHashTable */
     const int *cancel;
 } pm__process_ctx;
 
@@ -215,6 +233,8 @@ typedef struct pm__job {
     char *source;  /* path to open */
     char *out_rel; /* output path below the root, without extension */
     int explicit_file;
+    pm__origin origin;
+    int input; /* which of the inputs it came from */
     uint64_t seq;
 } pm__job;
 

@@ -600,6 +600,17 @@ static int read_header(const pm__process_ctx *ctx, job_state *s, pm__result *r)
                              w, h, pages, o->max_pixels));
         return -1;
     }
+    /* Grey, RGB and CMYK, each with or without alpha. More bands (a multispectral TIFF, extra
+     * channels) have no one right way into the output space: refused, the same for every
+     * output format (BAD-INPUT 9), rather than some formats keeping four of them. */
+    int bands = s->header->Bands, cmyk = s->header->Type == VIPS_INTERPRETATION_CMYK;
+    if (bands > (cmyk ? 5 : 4)) {
+        fail(r, PM_ERR_UNSUPPORTED, 0,
+             g_strdup_printf("%d bands (%s): pixmill converts grey, RGB and CMYK images, with or "
+                             "without alpha",
+                             bands, vips_enum_nick(VIPS_TYPE_INTERPRETATION, s->header->Type)));
+        return -1;
+    }
     s->same = format_for_loader(nickname, s->header);
     s->has_profile = usable_profile(s->header);
     int swap = !o->no_rotate && vips_image_get_orientation_swap(s->header);
@@ -778,55 +789,103 @@ static pm_format format_by_extension(const char *ext)
     return PM_FORMAT_PNG;
 }
 
-/* Two sources in one folder with one stem (a.png and a.jpg) would write the same names (both
- * a.webp): whichever finished last would silently replace the other's output. Each source
- * looks for such siblings itself, so the answer does not depend on which runs first: every
- * output whose name a sibling would also get fails, on both sides, naming the other file. A
- * sibling is assumed to have this source's dimensions ({w}, {h}); {hash} tells them apart. */
-static void refuse_sibling_clashes(const pm__process_ctx *ctx, const pm__job *job, job_state *s)
+/* Is this a regular file other than ours? (Links are not followed: a walk skips them.) */
+static int other_file(const char *path, const struct stat *ours)
+{
+    struct stat st;
+    return fstatat(AT_FDCWD, path, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+           !(st.st_dev == ours->st_dev && st.st_ino == ours->st_ino);
+}
+
+/* Another source, `other`, whose outputs land in the same folder under the same stem: the
+ * outputs of ours whose names its outputs would take too fail, here and (symmetrically) in
+ * its own job, so neither overwrites the other whatever the order. */
+static void refuse_names_shared_with(const pm__process_ctx *ctx, job_state *s, const char *out_rel,
+                                     const char *other)
+{
+    const char *ext = strrchr(other, '.');
+    ext = ext ? ext + 1 : "";
+    char *lower = g_ascii_strdown(ext, -1);
+    const char *dir_end = strrchr(out_rel, '/');
+    char *dir = dir_end ? g_strndup(out_rel, (gsize)(dir_end - out_rel)) : g_strdup("");
+    const char *stem = dir_end ? dir_end + 1 : out_rel;
+    for (int k = 0; k < s->n; k++) {
+        variant *v = &s->v[k];
+        const pm__variant *pv = &ctx->variants[v->vi];
+        if (!v->name || v->alias || v->out.status != PM_OK)
+            continue;
+        pm_format sf = v->format;
+        for (int j = 0; j < pv->n_formats; j++)
+            if (pv->formats[j] == PM_FORMAT_SAME && s->same == v->format)
+                sf = format_by_extension(lower);
+        char hash[16] = "other";
+        pm__name_vars vars = {stem,       pm_format_extension(sf), pv->name, dir, hash, v->g.width,
+                              v->g.height};
+        char *theirs = pm__template_expand(pv->name_template, &vars);
+        if (theirs && strcmp(theirs, v->name) == 0)
+            fail_output(v, PM_ERR_NAME, 0,
+                        g_strdup_printf("%s would write %s too: rename one, or put {hash} in "
+                                        "--name",
+                                        other, v->name));
+        g_free(theirs);
+    }
+    g_free(dir);
+    g_free(lower);
+}
+
+/* Every file at `base`.EXT for the image extensions, in either case, other than ours. */
+static void refuse_clashes_at(const pm__process_ctx *ctx, job_state *s, const char *out_rel,
+                              const char *base, const struct stat *ours)
+{
+    size_t n_exts;
+    const char *const *exts = pm__scan_candidate_exts(&n_exts);
+    for (size_t i = 0; i < n_exts * 2; i++) {
+        char *ext = i < n_exts ? g_strdup(exts[i]) : g_ascii_strup(exts[i - n_exts], -1);
+        char *path = g_strconcat(base, ".", ext, NULL);
+        if (other_file(path, ours))
+            refuse_names_shared_with(ctx, s, out_rel, path);
+        g_free(path);
+        g_free(ext);
+    }
+}
+
+/* Other sources that map to our output names (BAD-INPUT 23): siblings with our stem and
+ * another image extension (a.png and a.jpg both make a.webp), and with several inputs, the
+ * file at our place in another input folder, or a named file with our stem. Probed with
+ * fstatat (no memory of what was seen), so both sides refuse, whichever runs first. Entries
+ * of a --files-from list are checked against their siblings only. */
+static void refuse_clashes(const pm__process_ctx *ctx, const pm__job *job, job_state *s,
+                           const struct stat *ours)
 {
     const char *base = strrchr(job->source, '/');
     base = base ? base + 1 : job->source;
     const char *dot = strrchr(base, '.');
     if (!dot || dot == base)
         return;
-    size_t dir_len = (size_t)(base - job->source), stem_len = (size_t)(dot - base);
-    size_t n_exts;
-    const char *const *exts = pm__scan_candidate_exts(&n_exts);
-    const char *slash = strrchr(job->out_rel, '/');
-    char *dir = slash ? g_strndup(job->out_rel, (gsize)(slash - job->out_rel)) : g_strdup("");
-    const char *stem = slash ? slash + 1 : job->out_rel;
-    for (size_t i = 0; i < n_exts * 2; i++) {
-        char *ext = i < n_exts ? g_strdup(exts[i]) : g_ascii_strup(exts[i - n_exts], -1);
-        char *sib =
-            g_strdup_printf("%.*s%.*s.%s", (int)dir_len, job->source, (int)stem_len, base, ext);
-        struct stat st;
-        int exists = strcmp(sib + dir_len, base) != 0 &&
-                     fstatat(AT_FDCWD, sib, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode);
-        for (int k = 0; exists && k < s->n; k++) {
-            variant *v = &s->v[k];
-            const pm__variant *pv = &ctx->variants[v->vi];
-            if (!v->name || v->alias || v->out.status != PM_OK)
-                continue;
-            pm_format sf = v->format;
-            for (int j = 0; j < pv->n_formats; j++)
-                if (pv->formats[j] == PM_FORMAT_SAME && s->same == v->format)
-                    sf = format_by_extension(ext);
-            char hash[16] = "sibling";
-            pm__name_vars vars = {
-                stem, pm_format_extension(sf), pv->name, dir, hash, v->g.width, v->g.height};
-            char *theirs = pm__template_expand(pv->name_template, &vars);
-            if (theirs && strcmp(theirs, v->name) == 0)
-                fail_output(v, PM_ERR_NAME, 0,
-                            g_strdup_printf("%s would write %s too: rename one, or put {hash} in "
-                                            "--name",
-                                            sib, v->name));
-            g_free(theirs);
-        }
-        g_free(sib);
-        g_free(ext);
+    char *own = g_strndup(job->source, (gsize)(dot - job->source));
+    refuse_clashes_at(ctx, s, job->out_rel, own, ours);
+    g_free(own);
+    if (job->origin == PM__FROM_LIST)
+        return;
+    for (int i = 0; i < ctx->n_roots; i++) {
+        if (ctx->roots[i].input == job->input)
+            continue;
+        const char *root = ctx->roots[i].path;
+        size_t n = strlen(root);
+        char *there = g_strconcat(root, n && root[n - 1] == '/' ? "" : "/", job->out_rel, NULL);
+        refuse_clashes_at(ctx, s, job->out_rel, there, ours);
+        g_free(there);
     }
-    g_free(dir);
+    GPtrArray *named = ctx->named_by_stem && !strchr(job->out_rel, '/')
+                           ? g_hash_table_lookup(ctx->named_by_stem, job->out_rel)
+                           : NULL;
+    for (guint i = 0; named && i < named->len; i++) {
+        const pm__place *p = g_ptr_array_index(named, i);
+        struct stat st;
+        if (p->input != job->input && stat(p->path, &st) == 0 && S_ISREG(st.st_mode) &&
+            !(st.st_dev == ours->st_dev && st.st_ino == ours->st_ino))
+            refuse_names_shared_with(ctx, s, job->out_rel, p->path);
+    }
 }
 
 /* Which outputs are current: recorded for this source with the same digest, and the file
@@ -1249,7 +1308,7 @@ void pm__process_job(const pm__process_ctx *ctx, const pm__job *job, pm__result 
         need_save = 1;
     }
     plan_outputs(ctx, job, &s);
-    refuse_sibling_clashes(ctx, job, &s);
+    refuse_clashes(ctx, job, &s, &st);
     int todo = mark_current(ctx, &s, &refreshed);
     need_save |= refreshed;
     if (o->dry_run)

@@ -67,9 +67,10 @@ static void join(GString *s, const char *name)
     g_string_append(s, name);
 }
 
-static int emit_source(const pm__scan_sink *sink, const char *path, const char *rel, int expl)
+static int emit_source(const pm__scan_sink *sink, const char *path, const char *rel, int expl,
+                       const struct stat *st)
 {
-    return sink->on_source(path, rel, expl, sink->user_data);
+    return sink->on_source(path, rel, expl, st, sink->user_data);
 }
 
 static void emit_event(const pm__scan_sink *sink, pm_event_type type, const char *path, int status,
@@ -275,7 +276,10 @@ static int walk(const pm__scan_config *cfg, int rootfd, const struct stat *roots
                 if (rel->len > 0)
                     g_string_append_c(rel, '/');
                 append_stem(rel, name);
-                stop = emit_source(sink, path->str, rel->str, 0);
+                /* the link count tells hard links apart (one source, one output: BAD-INPUT 19) */
+                struct stat st;
+                int ok = fstatat(dirfd(top->dir), name, &st, AT_SYMLINK_NOFOLLOW) == 0;
+                stop = emit_source(sink, path->str, rel->str, 0, ok ? &st : NULL);
             } else if (type == DT_LNK) {
                 emit_event(sink, PM_EVENT_SKIPPED, path->str, PM_ERR_SYMLINK, 0);
             } else if (type == DT_UNKNOWN) {
@@ -333,7 +337,7 @@ int pm__scan_path(const pm__scan_config *cfg, const char *path, const char *rel_
     }
     const char *base = strrchr(path, '/');
     append_stem(rel, base ? base + 1 : path);
-    int stop = emit_source(sink, path, rel->str, 1);
+    int stop = emit_source(sink, path, rel->str, 1, &st);
     g_string_free(rel, TRUE);
     return stop;
 }

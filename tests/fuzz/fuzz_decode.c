@@ -68,7 +68,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ctx.profile_hash = "-";
     ctx.out_rootfd = outfd;
     ctx.out_root = outdir;
-    pm__job job = {src, (char *)"source", 1, 1};
+    pm__job job = {.source = src,
+                   .out_rel = (char *)"source",
+                   .explicit_file = 1,
+                   .origin = PM__FROM_NAMED,
+                   .input = 0,
+                   .seq = 1};
     pm__result *r = g_new0(pm__result, 1);
     pm__process_job(&ctx, &job, r);
     must(r->ev.type == PM_EVENT_DONE || r->ev.type == PM_EVENT_FAILED ||

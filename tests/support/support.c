@@ -438,6 +438,54 @@ int pmt_count_files(const char *dir, const char *needle)
     return count_hits;
 }
 
+static GPtrArray *digest_lines;
+static size_t digest_root_len;
+
+static int digest_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)flag, (void)ftw;
+    GString *line = g_string_new(path + digest_root_len);
+    g_string_append_printf(line, "\t%o\t%lu\t", (unsigned)sb->st_mode, (unsigned long)sb->st_nlink);
+    if (S_ISREG(sb->st_mode)) {
+        size_t len = 0;
+        char *data = pmt_read_file(path, &len);
+        char *sum = data ? g_compute_checksum_for_data(G_CHECKSUM_SHA256, (const guchar *)data, len)
+                         : g_strdup("unreadable");
+        g_string_append(line, sum);
+        g_free(sum);
+        free(data);
+    } else if (S_ISLNK(sb->st_mode)) {
+        char target[4096];
+        ssize_t n = readlink(path, target, sizeof(target) - 1);
+        g_string_append_len(line, target, n > 0 ? n : 0);
+    }
+    g_ptr_array_add(digest_lines, g_string_free(line, FALSE));
+    return 0;
+}
+
+static gint digest_cmp(gconstpointer a, gconstpointer b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+char *pmt_tree_digest(const char *dir)
+{
+    digest_lines = g_ptr_array_new_with_free_func(g_free);
+    digest_root_len = strlen(dir);
+    nftw(dir, digest_one, 64, FTW_PHYS);
+    g_ptr_array_sort(digest_lines, digest_cmp);
+    GChecksum *sum = g_checksum_new(G_CHECKSUM_SHA256);
+    for (guint i = 0; i < digest_lines->len; i++) {
+        const char *l = g_ptr_array_index(digest_lines, i);
+        g_checksum_update(sum, (const guchar *)l, (gssize)strlen(l) + 1);
+    }
+    char *hex = strdup(g_checksum_get_string(sum));
+    g_checksum_free(sum);
+    g_ptr_array_free(digest_lines, TRUE);
+    digest_lines = NULL;
+    return hex;
+}
+
 int pmt_scale_divisor(void)
 {
     const char *s = getenv("PM_TEST_SCALE");

@@ -63,6 +63,10 @@ int pmt_run_argv(const char **argv, char **err);
 /* Number of files whose name contains needle, below dir (recursive), outside pixmill's build
  * state (.pixmill/). */
 int pmt_count_files(const char *dir, const char *needle);
+/* SHA-256 (hex, malloc'd) of every path below dir with its type, link count and content (link
+ * targets for symlinks), in sorted order: equal before and after a run means nothing in the
+ * tree was changed, added, removed or re-linked. */
+char *pmt_tree_digest(const char *dir);
 /* Runs a Check suite (forking per test) and returns the process exit status: 0 if all passed. */
 typedef struct Suite Suite;
 int pmt_run_suite(Suite *suite);

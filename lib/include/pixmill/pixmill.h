@@ -54,8 +54,9 @@ PM_EXTERN const char *pm_version_string(void);
     X(PM_ERR_CRASHED, -23, "the process died while working on this file")                          \
     X(PM_ERR_TIMEOUT, -24, "timed out")                                                            \
     X(PM_ERR_LIMIT, -25, "over a configured limit")                                                \
-    X(PM_ERR_DUPLICATE, -26, "the same file was given earlier")                                    \
-    X(PM_ERR_DISK_FULL, -27, "the output file system is full; stopped")
+    X(PM_ERR_DUPLICATE, -26, "already met under another name")                                    \
+    X(PM_ERR_DISK_FULL, -27, "the output file system is full; stopped")                            \
+    X(PM_ERR_UNSUPPORTED, -28, "image layout is not supported")
 
 typedef enum pm_status {
 #define PM__STATUS_ENUM(name, value, text) name = value,
