@@ -310,8 +310,10 @@ void cli_print_summary(const pm_summary *s, int dry_run)
         fprintf(stderr, ", %" PRIu64 " stale temps removed", s->temps_swept);
     if (s->outputs != s->processed)
         fprintf(stderr, ", %" PRIu64 " outputs", s->outputs);
-    fprintf(stderr, ", %s in, %s out, %.2f s, %.1f images/s (%d jobs)\n", in, out, s->wall_seconds,
-            rate, s->jobs);
+    fprintf(stderr, ", %s in, %s out, %.2f s, %.1f images/s", in, out, s->wall_seconds, rate);
+    if (s->jobs > 0) /* unknown when the only engine was killed before its summary */
+        fprintf(stderr, " (%d jobs)", s->jobs);
+    fputc('\n', stderr);
 }
 
 __attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...)
@@ -436,6 +438,7 @@ int main(int argc, char **argv)
         {"engine-skip", required_argument, NULL, 1003},
         {"engine-only", required_argument, NULL, 1004},
         {"engine-lists", required_argument, NULL, 1005},
+        {"engine-sweep", no_argument, NULL, 1006},
         {NULL, 0, NULL, 0},
     };
     pm_options opts;
@@ -457,6 +460,7 @@ int main(int argc, char **argv)
     double timeout = 300;
     int isolate = 1, engine_fd = -1;
     uint64_t engine_only = 0;
+    int engine_sweep = 0;
     GHashTable *skip_seqs = NULL;
     int engine_lists[64], n_engine_lists = 0;
     /* A recipe first, whatever its place: every other option overrides it. getopt_long keeps
@@ -553,6 +557,9 @@ int main(int argc, char **argv)
             if (parse_long(optarg, 1, INT64_MAX - 1, &v))
                 return usage_error("invalid --engine-only");
             engine_only = (uint64_t)v;
+            break;
+        case 1006:
+            engine_sweep = 1;
             break;
         case 1005: {
             gchar **parts = g_strsplit(optarg, ",", 64);
@@ -741,6 +748,11 @@ int main(int argc, char **argv)
             opts.skip_below = engine_only;
             opts.stop_after = engine_only + 1;
             opts.jobs = 1;
+        }
+        if (engine_sweep) { /* the run starts (the root's temps are swept), then stops */
+            opts.stop_after = 1;
+            opts.manifest_path = NULL;
+            opts.prune = 0;
         }
     }
     sigset_t set;

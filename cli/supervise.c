@@ -49,6 +49,7 @@ typedef struct engine_run {
     GHashTable *quiet;    /* and these (gint64*): replayed for the manifest, not shown */
     GHashTable *skip;     /* pass these over entirely */
     uint64_t only;        /* 0, or run just this seq (one worker) */
+    int sweep_only;       /* process nothing: only sweep the temps of a killed engine */
     /* out */
     GHashTable *flight;  /* seq -> inflight, still open when the engine ended */
     uint64_t done_below; /* every seq below was reported (by this engine or earlier ones) */
@@ -58,6 +59,7 @@ typedef struct engine_run {
     int got_z;
     int status;         /* waitpid status */
     uint64_t timed_out; /* the seq the supervisor killed it for, or 0 */
+    int abandoned;      /* killed: still working DRAIN_GRACE s after the user's signal */
     int signo;          /* a signal the user sent, or 0 */
 } engine_run;
 
@@ -140,6 +142,8 @@ static pid_t spawn_engine(const sup_config *cfg, const engine_run *er, int journ
     }
     if (er->only)
         g_ptr_array_add(args, g_strdup_printf("--engine-only=%" PRIu64, er->only));
+    if (er->sweep_only)
+        g_ptr_array_add(args, g_strdup("--engine-sweep"));
     if (n_list_fds) {
         GString *l = g_string_new("--engine-lists=");
         for (int i = 0; i < n_list_fds; i++)
@@ -329,8 +333,13 @@ static void free_inflight(gpointer p)
     g_free(f);
 }
 
-/* Runs one engine to its end: reads its journal, kills it when a source passes the timeout,
- * forwards signals sent to the supervisor. */
+/* After the user's first SIGINT/SIGTERM the engine drains: files in flight may finish. One
+ * that is still working this long after (a hung decoder, a huge encode) is abandoned: the
+ * engine is killed, and a short engine sweeps its temps. */
+#define DRAIN_GRACE 10.0
+
+/* Runs one engine to its end: reads its journal, kills it when a source passes the timeout or
+ * the drain its grace, forwards signals sent to the supervisor. */
 static void run_engine(const sup_config *cfg, engine_run *er, int sigfd, int *user_signal)
 {
     er->flight = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, free_inflight);
@@ -350,10 +359,20 @@ static void run_engine(const sup_config *cfg, engine_run *er, int sigfd, int *us
     }
     GString *buf = g_string_new(NULL);
     int open_pipe = 1, killed = 0;
+    double drain_deadline = *user_signal ? now() + DRAIN_GRACE : 0;
     while (open_pipe) {
         /* the next deadline among the sources in flight */
         int wait_ms = -1;
         double t = now();
+        if (drain_deadline > 0 && !killed) {
+            if (t >= drain_deadline) {
+                er->abandoned = 1;
+                kill(pid, SIGKILL);
+                killed = 1;
+            } else {
+                wait_ms = (int)((drain_deadline - t) * 1000) + 1;
+            }
+        }
         if (cfg->timeout > 0 && !killed) {
             GHashTableIter it;
             gpointer k, v;
@@ -381,8 +400,10 @@ static void run_engine(const sup_config *cfg, engine_run *er, int sigfd, int *us
                  * aimed at the supervisor alone is passed on. A second signal: at once. */
                 if (si.ssi_code == SI_USER || si.ssi_code == SI_QUEUE || *user_signal)
                     kill(pid, (int)si.ssi_signo);
-                if (!*user_signal)
+                if (!*user_signal) {
                     *user_signal = (int)si.ssi_signo;
+                    drain_deadline = now() + DRAIN_GRACE;
+                }
                 er->signo = *user_signal;
             }
         }
@@ -455,6 +476,25 @@ static char *death_text(int status)
 }
 
 /* Did this engine end without finishing its batch (a crash, or our kill)? */
+/* The files an interrupted engine was still working on when it was killed: named, not
+ * counted (the run was interrupted; they are done again next time). */
+static void abandon(const sup_config *cfg, const engine_run *er, uint64_t quiet_below,
+                    GHashTable *quiet)
+{
+    GHashTableIter it;
+    gpointer k, v;
+    g_hash_table_iter_init(&it, er->flight);
+    while (g_hash_table_iter_next(&it, &k, &v)) {
+        uint64_t seq = (uint64_t) * (gint64 *)k;
+        if (seq < quiet_below || seq_has(quiet, seq))
+            continue;
+        char *why =
+            g_strdup_printf("still working %g s after the interrupt; abandoned", DRAIN_GRACE);
+        report_condemned(cfg, seq, ((inflight *)v)->path, PM_ERR_CANCELLED, why);
+        g_free(why);
+    }
+}
+
 static int engine_died(const engine_run *er)
 {
     return WIFSIGNALED(er->status) ||
@@ -501,6 +541,15 @@ int cli_supervise(const sup_config *cfg)
             gint64 key = (gint64)quiet_below;
             g_hash_table_remove(quiet, &key);
             quiet_below++;
+        }
+        if (er.abandoned) {
+            abandon(cfg, &er, quiet_below, quiet);
+            engine_run sweep = {0};
+            sweep.sweep_only = 1;
+            sweep.quiet_below = UINT64_MAX;
+            run_engine(cfg, &sweep, sigfd, &user_signal);
+            total.temps_swept += sweep.sum.temps_swept;
+            engine_run_free(&sweep);
         }
         if (user_signal || !engine_died(&er)) {
             if (!user_signal && WIFEXITED(er.status) && WEXITSTATUS(er.status) >= 2)

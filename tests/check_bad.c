@@ -631,7 +631,25 @@ START_TEST(test_two_sources_one_output)
         pmt_pixmill_run(NULL, "--name", "{stem}.{hash}.{ext}", "-f", "webp", "-o", o3, in, NULL),
         0);
     ck_assert_int_eq(pmt_count_files(o3, "a."), 2);
-    free(o2), free(o3);
+    /* a sibling that will never write (TIFF blocked; not an image) does not clash */
+    char *o4 = pmt_path(tmp, "o4");
+    free(pmt_make_image(in, "master.tif", 40, 30, 3));
+    free(pmt_make_image(in, "master.jpg", 40, 30, 3));
+    char *junk = pmt_path(in, "b.jpg");
+    ck_assert_int_eq(pmt_write_file(junk, "not an image at all", 19), 0);
+    char *e = NULL;
+    ck_assert_int_eq(pmt_pixmill_run(&e, "-f", "webp", "-o", o4, in, NULL), 1);
+    ck_assert_msg(strstr(e, "master.tif: image format is blocked") &&
+                      strstr(e, "b.jpg: not a known image format") && !strstr(e, "master.jpg:") &&
+                      !strstr(e, "b.png:"),
+                  "%s", e);
+    free(e);
+    ck_assert_int_eq(pmt_count_files(o4, "master.webp") + pmt_count_files(o4, "b.webp"), 2);
+    /* with TIFF allowed, the master clashes */
+    ck_assert_int_eq(pmt_pixmill_run(&e, "--allow", "tiff", "-f", "webp", "-o", o3, in, NULL), 1);
+    ck_assert_msg(strstr(e, "master.tif would write master.webp too"), "%s", e);
+    free(e);
+    free(o2), free(o3), free(o4), free(junk);
 }
 END_TEST
 
@@ -961,6 +979,59 @@ START_TEST(test_unreadable_file_and_folder)
 }
 END_TEST
 
+/* The largest number in a file of one number per line (0 when missing), and the line count. */
+static int max_line(const char *path, int *lines)
+{
+    char *text = pmt_read_file(path, NULL);
+    int max = 0;
+    *lines = 0;
+    for (char *p = text, *end; p && *p; p = end + 1) {
+        int v = (int)strtol(p, &end, 10);
+        max = v > max ? v : max;
+        (*lines)++;
+        if (*end != '\n')
+            break;
+    }
+    free(text);
+    return max;
+}
+
+START_TEST(test_heavy_inputs_take_turns)
+{
+    /* BAD-INPUT 4: progressive JPEGs and interlaced PNGs over 4 MP are decoded whole, so with
+     * --heavy-lane 1 only one is decoded at a time (seen through a test-build hook that logs
+     * how many heavy decodes run at once); without the lane, two workers decode two at once. */
+    for (int i = 0; i < 4; i++) {
+        char rel[32];
+        g_snprintf(rel, sizeof(rel), "p%d.jpg[interlace]", i);
+        free(pmt_make_image(in, rel, 2500, 1700, 3));
+    }
+    free(pmt_make_image(in, "adam7.png[interlace]", 2500, 1700, 3));
+    free(pmt_make_image(in, "small.jpg[interlace]", 800, 600, 3)); /* progressive, not heavy */
+    char *log = pmt_path(tmp, "heavy.log");
+    setenv("PIXMILL_TEST_HEAVY_LOG", log, 1);
+    char *e = NULL;
+    ck_assert_int_eq(pmt_pixmill_run(&e, "-j", "2", "--heavy-lane", "1", "-s", "64", "-f", "webp",
+                                     "-o", out, in, NULL),
+                     0);
+    free(e);
+    int lines, max = max_line(log, &lines);
+    ck_assert_int_eq(lines, 5); /* the five large ones, not the small one */
+    ck_assert_int_eq(max, 1);
+    unlink(log);
+    ck_assert_int_eq(pmt_pixmill_run(&e, "--force", "-j", "2", "--heavy-lane", "0", "-s", "64",
+                                     "-f", "webp", "-o", out, in, NULL),
+                     0);
+    free(e);
+    max = max_line(log, &lines);
+    unsetenv("PIXMILL_TEST_HEAVY_LOG");
+    ck_assert_int_eq(lines, 5);
+    ck_assert_int_eq(max, 2);
+    ck_assert_int_eq(pmt_count_files(out, ".webp"), 6);
+    free(log);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("bad");
@@ -987,6 +1058,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_two_inputs_one_output);
     tcase_add_test(tc, test_big_metadata_and_odd_layouts);
     tcase_add_test(tc, test_unreadable_file_and_folder);
+    tcase_add_test(tc, test_heavy_inputs_take_turns);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -23,6 +25,7 @@ static void setup(void)
     ck_assert_int_eq(pmt_io_make(&tmp, &in, &out), 0);
     unsetenv("PIXMILL_TEST_CRASH");
     unsetenv("PIXMILL_TEST_HANG");
+    unsetenv("PIXMILL_TEST_HANG_WRITING");
 }
 
 static void teardown(void)
@@ -146,6 +149,60 @@ START_TEST(test_hang_times_out)
 }
 END_TEST
 
+/* BAD-INPUT 28 with a file that never finishes: the first SIGTERM drains, but a file still
+ * working DRAIN_GRACE (10 s) later is abandoned: the engine is killed, its temp swept, the
+ * file named, exit 143, well before --timeout. */
+START_TEST(test_interrupt_abandons_a_hung_file)
+{
+    const char *bad[] = {"d0/stuck.png"};
+    make_sources(6, bad, 1);
+    char *before = pmt_tree_digest(in);
+    setenv("PIXMILL_TEST_HANG_WRITING", "stuck", 1);
+    char *errpath = pmt_path(tmp, "stderr");
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        FILE *e = freopen(errpath, "w", stderr);
+        (void)e;
+        execl(pmt_pixmill(), pmt_pixmill(), "-j", "2", "-s", "64", "-f", "webp", "-o", out, in,
+              (char *)NULL);
+        _exit(127);
+    }
+    /* the other six done, and the stuck one's temp written: then interrupt */
+    int status, ended = 0;
+    double t0 = now();
+    while (!ended && (pmt_count_files(out, ".webp") < 6 || pmt_count_files(out, ".tmp") < 1) &&
+           now() - t0 < 60) {
+        ended = waitpid(pid, &status, WNOHANG) == pid;
+        usleep(5000);
+    }
+    ck_assert_msg(!ended, "pixmill ended before the interrupt");
+    ck_assert_int_eq(pmt_count_files(out, ".tmp"), 1);
+    double t1 = now();
+    kill(pid, SIGTERM);
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    double took = now() - t1;
+    char *e = pmt_read_file(errpath, NULL);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 143, "status %d: %s", status, e);
+    ck_assert_msg(took >= 9 && took < 30, "took %.1f s", took);
+    ck_assert_msg(strstr(e, "stuck.png: cancelled (still working 10 s after the interrupt; "
+                            "abandoned)") &&
+                      strstr(e, "6 processed") && strstr(e, "1 stale temps removed"),
+                  "%s", e);
+    free(e);
+    check_outputs(6); /* and no temp */
+    /* the next run makes it */
+    unsetenv("PIXMILL_TEST_HANG_WRITING");
+    ck_assert_int_eq(pmt_pixmill_run(&e, "-j", "2", "-s", "64", "-f", "webp", "-o", out, in, NULL),
+                     0);
+    ck_assert_msg(strstr(e, "1 processed, 6 up to date"), "%s", e);
+    free(e);
+    char *after = pmt_tree_digest(in);
+    ck_assert_str_eq(before, after);
+    free(before), free(after), free(errpath);
+}
+END_TEST
+
 START_TEST(test_crash_keeps_manifest_and_file_list)
 {
     const char *bad[] = {"d1/crash-me.png"};
@@ -204,6 +261,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_crash_is_isolated);
     tcase_add_test(tc, test_two_crashes_many_workers);
     tcase_add_test(tc, test_hang_times_out);
+    tcase_add_test(tc, test_interrupt_abandons_a_hung_file);
     tcase_add_test(tc, test_crash_keeps_manifest_and_file_list);
     tcase_add_test(tc, test_without_supervisor_the_crash_is_fatal);
     suite_add_tcase(s, tc);

@@ -307,6 +307,17 @@ typedef struct variant {
     pm__state_out rec; /* what the state records once it is written */
 } variant;
 
+#ifdef PM_TEST_HOOKS
+/* Test builds only: a source whose path contains $PIXMILL_TEST_HANG_WRITING hangs with its
+ * first output written to a temp, not yet renamed (proves temps of a killed engine go). */
+static void test_hang_writing(const char *source)
+{
+    const char *hang = getenv("PIXMILL_TEST_HANG_WRITING"); // NOLINT(concurrency-mt-unsafe)
+    while (source && hang && *hang && strstr(source, hang))
+        sleep(60);
+}
+#endif
+
 typedef struct job_state {
     int fd;
     VipsSource *source;
@@ -324,8 +335,9 @@ typedef struct job_state {
     pm__state old; /* the record from the last run, if any */
     int have_old;
     char *state_dir, *state_name;
-    int dirfd;     /* the output folder last opened */
-    char *dir_rel; /* and its path below the root */
+    const char *path; /* the job's, for messages and test hooks */
+    int dirfd;        /* the output folder last opened */
+    char *dir_rel;    /* and its path below the root */
 } job_state;
 
 static void job_state_release(job_state *s)
@@ -463,6 +475,9 @@ static void write_variant(const pm__process_ctx *ctx, job_state *s, variant *v, 
         goto out;
     }
     VIPS_UNREF(target);
+#ifdef PM_TEST_HOOKS
+    test_hang_writing(s->path);
+#endif
     struct stat tst;
     if (fstat(temp.fd, &tst) != 0 || tst.st_size == 0) {
         fail_output(v, PM_ERR_ENCODE, errno, g_strdup("encoder wrote nothing"));
@@ -797,6 +812,29 @@ static int other_file(const char *path, const struct stat *ours)
            !(st.st_dev == ours->st_dev && st.st_ino == ours->st_ino);
 }
 
+/* Will `path` get as far as writing outputs? A file refused by its content alone (no known
+ * image format, a blocked loader) or that cannot be opened never writes, so it does not clash:
+ * a photo.tif master beside photo.jpg, with TIFF blocked, leaves photo.jpg alone. Read only
+ * when such a file exists (rare): its first bytes, sniffed as its own job will. */
+static int may_write(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return errno != EACCES && errno != ENOENT && errno != ELOOP;
+    VipsSource *src = vips_source_new_from_descriptor(fd); /* dups the descriptor */
+    close(fd);
+    if (!src) {
+        vips_error_clear();
+        return 1;
+    }
+    const char *loader = vips_foreign_find_load_source(src), *nickname;
+    int may = loader && !loader_is_blocked(loader, &nickname);
+    if (!loader)
+        vips_error_clear();
+    g_object_unref(src);
+    return may;
+}
+
 /* Another source, `other`, whose outputs land in the same folder under the same stem: the
  * outputs of ours whose names its outputs would take too fail, here and (symmetrically) in
  * its own job, so neither overwrites the other whatever the order. */
@@ -842,7 +880,7 @@ static void refuse_clashes_at(const pm__process_ctx *ctx, job_state *s, const ch
     for (size_t i = 0; i < n_exts * 2; i++) {
         char *ext = i < n_exts ? g_strdup(exts[i]) : g_ascii_strup(exts[i - n_exts], -1);
         char *path = g_strconcat(base, ".", ext, NULL);
-        if (other_file(path, ours))
+        if (other_file(path, ours) && may_write(path))
             refuse_names_shared_with(ctx, s, out_rel, path);
         g_free(path);
         g_free(ext);
@@ -883,7 +921,7 @@ static void refuse_clashes(const pm__process_ctx *ctx, const pm__job *job, job_s
         const pm__place *p = g_ptr_array_index(named, i);
         struct stat st;
         if (p->input != job->input && stat(p->path, &st) == 0 && S_ISREG(st.st_mode) &&
-            !(st.st_dev == ours->st_dev && st.st_ino == ours->st_ino))
+            !(st.st_dev == ours->st_dev && st.st_ino == ours->st_ino) && may_write(p->path))
             refuse_names_shared_with(ctx, s, job->out_rel, p->path);
     }
 }
@@ -959,12 +997,42 @@ static int decode_in_memory(const pm__process_ctx *ctx, job_state *s, pm__result
 
 /* The one decode, through the heavy lane when the source is heavy: the decoder's peak is
  * behind the gate, the small decoded image is not. */
+#ifdef PM_TEST_HOOKS
+/* Test builds only: with $PIXMILL_TEST_HEAVY_LOG, each heavy decode appends how many heavy
+ * decodes are running with it (itself included), so a test can see the lane hold. */
+static int heavy_running;
+
+static void test_note_heavy(int delta)
+{
+    int n = __atomic_add_fetch(&heavy_running, delta, __ATOMIC_ACQ_REL);
+    const char *log = getenv("PIXMILL_TEST_HEAVY_LOG"); // NOLINT(concurrency-mt-unsafe)
+    int fd =
+        delta > 0 && log && *log ? open(log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644) : -1;
+    if (fd >= 0) {
+        char line[16];
+        int len = snprintf(line, sizeof(line), "%d\n", n);
+        if (write(fd, line, (size_t)len) != len) { /* a test will see the line missing */
+        }
+        close(fd);
+    }
+}
+#endif
+
 static int decode_once(const pm__process_ctx *ctx, job_state *s, pm__result *r)
 {
-    pm__lane *lane = ctx->lane && s->header && is_heavy(s) ? ctx->lane : NULL;
+    int heavy = s->header && is_heavy(s);
+    pm__lane *lane = ctx->lane && heavy ? ctx->lane : NULL;
     if (lane)
         lane_enter(lane);
+#ifdef PM_TEST_HOOKS
+    if (heavy)
+        test_note_heavy(1);
+#endif
     int rc = decode_in_memory(ctx, s, r);
+#ifdef PM_TEST_HOOKS
+    if (heavy)
+        test_note_heavy(-1);
+#endif
     if (lane)
         lane_leave(lane);
     return rc;
@@ -1261,7 +1329,7 @@ void pm__process_job(const pm__process_ctx *ctx, const pm__job *job, pm__result 
 #endif
     const pm_options *o = ctx->opts;
     double t0 = now_seconds();
-    job_state s = {.fd = -1, .dirfd = -1, .same = PM_FORMAT_PNG};
+    job_state s = {.fd = -1, .dirfd = -1, .same = PM_FORMAT_PNG, .path = job->source};
     struct stat st;
     int err = 0, need_save = 0, have_header = 0, refreshed = 0;
 
