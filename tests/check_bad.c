@@ -686,6 +686,7 @@ START_TEST(test_one_file_under_many_names)
         ck_assert_msg(strstr(e, "2 processed") && strstr(e, "2 skipped") &&
                           strstr(e, ": skipped: already met under another name (the same file as "),
                       "%s", e);
+        free(e);
         int got_a = exists_in(o, "a.webp"), got_b = exists_in(o, "sub/b.webp");
         ck_assert_msg(got_a + got_b == 1, "a.webp %d, sub/b.webp %d", got_a, got_b);
         if (first_a < 0)
@@ -883,9 +884,12 @@ START_TEST(test_big_metadata_and_odd_layouts)
                       strstr(e, "6 processed") && strstr(e, "1 failed"),
                   "%s", e);
     free(e);
-    /* bounded: the biggest chunk is 8 MB; libvips copies text metadata along its pipeline */
+    /* bounded: the biggest chunk is 8 MB (libvips copies text metadata along its pipeline:
+     * 129 MB measured), far from the 256 MB the zTXt would inflate to; sanitizers triple it */
+    int sanitized =
+        getenv("ASAN_OPTIONS") || getenv("TSAN_OPTIONS"); // NOLINT(concurrency-mt-unsafe)
     fprintf(stderr, "big metadata: peak RSS %ld MB\n", ru.ru_maxrss / 1024);
-    ck_assert_int_lt(ru.ru_maxrss / 1024, 400);
+    ck_assert_int_lt(ru.ru_maxrss / 1024, sanitized ? 750 : 250);
     const char *stems[] = {"text-8mb",  "xmp-8mb", "ztxt-256mb",
                            "iccp-16mb", "icc-6mb", "grey-alpha"};
     for (size_t i = 0; i < G_N_ELEMENTS(stems); i++) {
