@@ -475,7 +475,6 @@ static char *death_text(int status)
     return g_strdup_printf("exited with status %d", WEXITSTATUS(status));
 }
 
-/* Did this engine end without finishing its batch (a crash, or our kill)? */
 /* The files an interrupted engine was still working on when it was killed: named, not
  * counted (the run was interrupted; they are done again next time). */
 static void abandon(const sup_config *cfg, const engine_run *er, uint64_t quiet_below,
@@ -488,13 +487,16 @@ static void abandon(const sup_config *cfg, const engine_run *er, uint64_t quiet_
         uint64_t seq = (uint64_t) * (gint64 *)k;
         if (seq < quiet_below || seq_has(quiet, seq))
             continue;
-        char *why =
-            g_strdup_printf("still working %g s after the interrupt; abandoned", DRAIN_GRACE);
+        char *why = er->abandoned ? g_strdup_printf("still working %g s after the interrupt; "
+                                                    "abandoned",
+                                                    DRAIN_GRACE)
+                                  : g_strdup("interrupted twice; abandoned");
         report_condemned(cfg, seq, ((inflight *)v)->path, PM_ERR_CANCELLED, why);
         g_free(why);
     }
 }
 
+/* Did this engine end without finishing its batch (a crash, or our kill)? */
 static int engine_died(const engine_run *er)
 {
     return WIFSIGNALED(er->status) ||
@@ -542,7 +544,9 @@ int cli_supervise(const sup_config *cfg)
             g_hash_table_remove(quiet, &key);
             quiet_below++;
         }
-        if (er.abandoned) {
+        if (er.abandoned || (user_signal && !er.got_z)) {
+            /* killed after the grace, or left at once on a second signal: name what was in
+             * flight, and sweep the temps it left */
             abandon(cfg, &er, quiet_below, quiet);
             engine_run sweep = {0};
             sweep.sweep_only = 1;

@@ -152,13 +152,11 @@ END_TEST
 /* BAD-INPUT 28 with a file that never finishes: the first SIGTERM drains, but a file still
  * working DRAIN_GRACE (10 s) later is abandoned: the engine is killed, its temp swept, the
  * file named, exit 143, well before --timeout. */
-START_TEST(test_interrupt_abandons_a_hung_file)
+/* Starts pixmill on in/ with a source hung while writing, waits until the other n are done
+ * and its temp exists; stderr goes to errpath. */
+static pid_t start_with_hung_writer(int n, const char *errpath)
 {
-    const char *bad[] = {"d0/stuck.png"};
-    make_sources(6, bad, 1);
-    char *before = pmt_tree_digest(in);
     setenv("PIXMILL_TEST_HANG_WRITING", "stuck", 1);
-    char *errpath = pmt_path(tmp, "stderr");
     fflush(NULL);
     pid_t pid = fork();
     if (pid == 0) {
@@ -168,16 +166,26 @@ START_TEST(test_interrupt_abandons_a_hung_file)
               (char *)NULL);
         _exit(127);
     }
-    /* the other six done, and the stuck one's temp written: then interrupt */
     int status, ended = 0;
     double t0 = now();
-    while (!ended && (pmt_count_files(out, ".webp") < 6 || pmt_count_files(out, ".tmp") < 1) &&
+    while (!ended && (pmt_count_files(out, ".webp") < n || pmt_count_files(out, ".tmp") < 1) &&
            now() - t0 < 60) {
         ended = waitpid(pid, &status, WNOHANG) == pid;
         usleep(5000);
     }
     ck_assert_msg(!ended, "pixmill ended before the interrupt");
     ck_assert_int_eq(pmt_count_files(out, ".tmp"), 1);
+    return pid;
+}
+
+START_TEST(test_interrupt_abandons_a_hung_file)
+{
+    const char *bad[] = {"d0/stuck.png"};
+    make_sources(6, bad, 1);
+    char *before = pmt_tree_digest(in);
+    char *errpath = pmt_path(tmp, "stderr");
+    int status;
+    pid_t pid = start_with_hung_writer(6, errpath);
     double t1 = now();
     kill(pid, SIGTERM);
     ck_assert_int_eq(waitpid(pid, &status, 0), pid);
@@ -200,6 +208,32 @@ START_TEST(test_interrupt_abandons_a_hung_file)
     char *after = pmt_tree_digest(in);
     ck_assert_str_eq(before, after);
     free(before), free(after), free(errpath);
+}
+END_TEST
+
+/* BAD-INPUT 28: a second signal ends the run at once, and still no temp is left. */
+START_TEST(test_second_signal_ends_at_once)
+{
+    const char *bad[] = {"d0/stuck.png"};
+    make_sources(4, bad, 1);
+    char *errpath = pmt_path(tmp, "stderr");
+    pid_t pid = start_with_hung_writer(4, errpath);
+    double t1 = now();
+    kill(pid, SIGINT);
+    usleep(300 * 1000);
+    kill(pid, SIGINT);
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    double took = now() - t1;
+    char *e = pmt_read_file(errpath, NULL);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 130, "status %d: %s", status, e);
+    ck_assert_msg(took < 5, "took %.1f s", took);
+    ck_assert_msg(strstr(e, "stuck.png: cancelled (interrupted twice; abandoned)") &&
+                      strstr(e, "1 stale temps removed"),
+                  "%s", e);
+    free(e);
+    check_outputs(4); /* and no temp */
+    free(errpath);
 }
 END_TEST
 
@@ -262,6 +296,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_two_crashes_many_workers);
     tcase_add_test(tc, test_hang_times_out);
     tcase_add_test(tc, test_interrupt_abandons_a_hung_file);
+    tcase_add_test(tc, test_second_signal_ends_at_once);
     tcase_add_test(tc, test_crash_keeps_manifest_and_file_list);
     tcase_add_test(tc, test_without_supervisor_the_crash_is_fatal);
     suite_add_tcase(s, tc);

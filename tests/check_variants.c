@@ -1005,10 +1005,12 @@ static int patch_orientation(const char *path, int value)
         static const unsigned char be[] = {0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 1};
         static const unsigned char le[] = {0x12, 0x01, 3, 0, 1, 0, 0, 0, 1, 0};
         if (memcmp(d + i, be, 10) == 0) {
+            d[i + 8] = (unsigned char)(value >> 8);
             d[i + 9] = (unsigned char)value;
             done = 1;
         } else if (memcmp(d + i, le, 10) == 0) {
             d[i + 8] = (unsigned char)value;
+            d[i + 9] = (unsigned char)(value >> 8);
             done = 1;
         }
     }
@@ -1023,8 +1025,9 @@ START_TEST(test_orientation_out_of_range_is_upright)
     char *up = pmt_path(tmp, "up.png");
     ck_assert_int_eq(pmt_write_image(up, 120, 80, 3), 0);
     VipsImage *u = vips_image_new_from_file(up, NULL), *c;
-    const int values[] = {1, 0, 9, 255};
-    for (int i = 0; i < 4; i++) {
+    const int values[] = {1, 0, 9, 255, 65535}; /* BAD-INPUT 8: 0, 9, 65535 are taken as 1 */
+    const int n_values = (int)G_N_ELEMENTS(values);
+    for (int i = 0; i < n_values; i++) {
         ck_assert_int_eq(vips_copy(u, &c, NULL), 0);
         vips_image_set_int(c, VIPS_META_ORIENTATION, 1);
         char name[32];
@@ -1043,7 +1046,7 @@ START_TEST(test_orientation_out_of_range_is_upright)
     int rw, rh;
     unsigned char *ref = pmt_png_rgba(rp, &rw, &rh);
     ck_assert(ref && rw == 60 && rh == 40);
-    for (int i = 1; i < 4; i++) {
+    for (int i = 1; i < n_values; i++) {
         char name[32];
         snprintf(name, sizeof(name), "v%d.png", values[i]);
         char *p = pmt_path(out, name);
@@ -1063,7 +1066,9 @@ START_TEST(test_odd_sizes)
     static const struct {
         const char *name;
         int sw, sh, w, h;
-    } t[] = {{"dot.png", 1, 1, 1, 1}, {"tall.png", 1, 5000, 1, 256}, {"wide.png", 5000, 1, 256, 1}};
+    } t[] = {{"dot.png", 1, 1, 1, 1},
+             {"tall.png", 1, 100000, 1, 256},
+             {"wide.png", 100000, 1, 256, 1}}; /* BAD-INPUT 10 */
     for (int i = 0; i < 3; i++) {
         char *p = pmt_path(in, t[i].name);
         ck_assert_int_eq(pmt_write_image(p, t[i].sw, t[i].sh, 3), 0);
