@@ -280,6 +280,26 @@ START_TEST(test_tiff_blocked_until_allowed)
 }
 END_TEST
 
+/* libvips 8.14 leaves its text matrix loader open: a text file beginning "W H" under an image
+ * name was decoded as an image. Blocked like the untrusted loaders, --allow=matrix opens it. */
+START_TEST(test_text_matrix_blocked)
+{
+    char *p = pmt_path(in, "notes.png");
+    ck_assert_int_eq(pmt_write_file(p, "2 2\n0 255\n255 0\n", 16), 0);
+    char *e = NULL;
+    ck_assert_int_eq(pmt_pixmill_run(&e, "-f", "png", "-o", out, in, NULL), 1);
+    ck_assert_msg(strstr(e, "notes.png: image format is blocked (untrusted loader) (loader "
+                            "matrixload"),
+                  "%s", e);
+    free(e);
+    ck_assert_int_eq(pmt_count_files(out, "notes"), 0);
+    ck_assert_int_eq(pmt_pixmill_run(&e, "--allow", "matrix", "-f", "png", "-o", out, in, NULL), 0);
+    free(e);
+    ck_assert_int_eq(pmt_count_files(out, "notes.png"), 1);
+    free(p);
+}
+END_TEST
+
 static gint by_text(gconstpointer a, gconstpointer b)
 {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
@@ -1049,6 +1069,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_stdout_closed_early);
     tcase_add_test(tc, test_same_file_twice);
     tcase_add_test(tc, test_tiff_blocked_until_allowed);
+    tcase_add_test(tc, test_text_matrix_blocked);
     tcase_add_test(tc, test_mixed_corpus_same_outcomes_at_any_jobs);
     tcase_add_test(tc, test_enlarging_to_a_monster_refused);
     tcase_add_test(tc, test_few_descriptors_throttle);

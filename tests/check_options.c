@@ -3,7 +3,9 @@
 #include "support.h"
 
 #include <check.h>
+#include <glib.h>
 #include <string.h>
+#include <vips/vips.h>
 
 static const struct {
     const char *text;
@@ -246,6 +248,63 @@ START_TEST(test_status_strings)
 }
 END_TEST
 
+/* Every concrete libvips loader, blocked or not. The trusted ones are the allow-list of the
+ * issue: JPEG, PNG, WebP, GIF, HEIF/AVIF; everything else (TIFF included) must be blocked,
+ * and --allow opens exactly the one named. libvips ignores unknown names in
+ * vips_operation_block_set silently, so this reads each class's flags itself. */
+static GString *loaders_open;
+
+static void *note_loader(GType type, void *a)
+{
+    (void)a;
+    if (G_TYPE_IS_ABSTRACT(type))
+        return NULL;
+    VipsOperationClass *klass = g_type_class_ref(type);
+    if (!(klass->flags & VIPS_OPERATION_BLOCKED))
+        g_string_append_printf(loaders_open, "%s ", VIPS_OBJECT_CLASS(klass)->nickname);
+    g_type_class_unref(klass);
+    return NULL;
+}
+
+static char *open_loaders(void)
+{
+    loaders_open = g_string_new(NULL);
+    vips_type_map_all(g_type_from_name("VipsForeignLoad"), note_loader, NULL);
+    return g_string_free(loaders_open, FALSE);
+}
+
+START_TEST(test_only_trusted_loaders_open)
+{
+    ck_assert_int_eq(pm_global_init("check_options"), PM_OK);
+    char *open = open_loaders();
+    gchar **names = g_strsplit(g_strstrip(open), " ", -1);
+    static const char *const trusted[] = {"jpegload", "pngload", "webpload", "gifload", "heifload"};
+    int n = 0;
+    for (int i = 0; names[i]; i++, n++) {
+        int ok = 0;
+        for (size_t t = 0; t < G_N_ELEMENTS(trusted); t++)
+            ok |= g_str_has_prefix(names[i], trusted[t]);
+        ck_assert_msg(ok, "loader %s is not blocked (open: %s)", names[i], open);
+    }
+    ck_assert_int_ge(n, 5); /* jpeg, png, webp, gif, heif: source variants at least */
+    g_strfreev(names);
+    g_free(open);
+    /* --allow=tiff opens the TIFF loaders and nothing else */
+    char *before = open_loaders();
+    ck_assert_int_eq(pm_loader_allow("tiff"), PM_OK);
+    char *after = open_loaders();
+    gchar **extra = g_strsplit(g_strstrip(after), " ", -1);
+    for (int i = 0; extra[i]; i++)
+        ck_assert_msg(strstr(before, extra[i]) || g_str_has_prefix(extra[i], "tiffload"),
+                      "--allow=tiff opened %s", extra[i]);
+    ck_assert_ptr_nonnull(strstr(after, "tiffload"));
+    ck_assert_ptr_null(strstr(before, "tiffload"));
+    g_strfreev(extra);
+    g_free(before), g_free(after);
+    ck_assert_int_eq(pm_loader_allow("no-such-format"), PM_ERR_USAGE);
+}
+END_TEST
+
 START_TEST(test_batch_validation)
 {
     pm_options o;
@@ -284,6 +343,7 @@ int main(void)
     tcase_add_test(tc, test_variant_collisions_refused);
     tcase_add_test(tc, test_status_strings);
     tcase_add_test(tc, test_batch_validation);
+    tcase_add_test(tc, test_only_trusted_loaders_open);
     suite_add_tcase(s, tc);
     return pmt_run_suite(s);
 }

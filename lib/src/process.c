@@ -46,6 +46,9 @@ int pm__vips_init(const char *argv0)
     /* TIFF too, though libvips counts it trusted: Debian 12's 8.14.1 lacks the TIFF loader
      * fixes of 8.14.2. --allow=tiff opens it. */
     vips_operation_block_set("VipsForeignLoadTiff", TRUE);
+    /* And libvips' text matrix format, which 8.14 leaves open: any text file starting "W H"
+     * under an image name was decoded as an image (found by listing every open loader). */
+    vips_operation_block_set("VipsForeignLoadMatrix", TRUE);
     /* liborc (Debian 12: 0.4.33) is not safe when our workers compile vector programs at the
      * same time: libvips compiles one for each resize it builds, and two workers doing so
      * corrupted the heap ("malloc_consolidate(): unaligned fastbin chunk", SIGSEGV in
