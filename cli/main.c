@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -762,6 +763,14 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &set, NULL); /* every thread started from here inherits it */
 
+    /* glibc gives each thread that allocates its own arena (up to 8 per core): libvips'
+     * decode buffers freed in one arena are not reused by another, and peak RSS on photos at
+     * -j 2 was 366-425 MB. One arena per core: 202-221 MB, no slower (issue 6 note). Before
+     * any thread starts; the user's MALLOC_ARENA_MAX wins. */
+    if (!getenv("MALLOC_ARENA_MAX")) { // NOLINT(concurrency-mt-unsafe)
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        mallopt(M_ARENA_MAX, cores < 2 ? 2 : (int)cores);
+    }
     if (pm_global_init(argv[0]) != PM_OK) {
         fputs("pixmill: libvips initialisation failed\n", stderr);
         return EXIT_FATAL;
