@@ -54,7 +54,7 @@ PM_EXTERN const char *pm_version_string(void);
     X(PM_ERR_CRASHED, -23, "the process died while working on this file")                          \
     X(PM_ERR_TIMEOUT, -24, "timed out")                                                            \
     X(PM_ERR_LIMIT, -25, "over a configured limit")                                                \
-    X(PM_ERR_DUPLICATE, -26, "already met under another name")                                    \
+    X(PM_ERR_DUPLICATE, -26, "already met under another name")                                     \
     X(PM_ERR_DISK_FULL, -27, "the output file system is full; stopped")                            \
     X(PM_ERR_UNSUPPORTED, -28, "image layout is not supported")
 
