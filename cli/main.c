@@ -87,8 +87,9 @@ static const char usage_text[] =
     "                          from the header before decoding (default 268402689; 0: no cap)\n"
     "      --max-file-size=N   refuse sources larger than N bytes (k, M, G suffixes) before\n"
     "                          reading them (default: no limit)\n"
-    "      --heavy-lane=N      decode at most N progressive JPEGs / interlaced PNGs over 4 MP\n"
-    "                          at once (they are decoded whole; default 1; 0: no limit)\n"
+    "      --decode-budget=N   bytes (k, M, G) that decodes holding a whole image (progressive\n"
+    "                          JPEG, interlaced PNG, HEIC/AVIF) may take at once, estimated\n"
+    "                          from headers; a larger one runs alone (default 256M; 0: none)\n"
     "      --max-pages=N       refuse sources with more than N frames or pages, from the\n"
     "                          header (default 10000; 0: no limit)\n"
     "      --fail-on=LEVEL     none, truncated, error (default) or warning: how strict the\n"
@@ -329,6 +330,24 @@ __attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ..
 }
 
 /* Whole-string decimal in [lo, hi]. */
+/* Bytes, or with a k/M/G suffix (powers of 1024). 0, or -1 when text is not that. */
+static int parse_bytes(const char *text, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long n = g_ascii_strtoull(text, &end, 10);
+    unsigned long long mult = *end == 'k'   ? 1ull << 10
+                              : *end == 'M' ? 1ull << 20
+                              : *end == 'G' ? 1ull << 30
+                                            : 1;
+    if (mult > 1)
+        end++;
+    if (!*text || *text == '-' || errno || *end || n > UINT64_MAX / mult)
+        return -1;
+    *out = n * mult;
+    return 0;
+}
+
 static int parse_long(const char *text, long long lo, long long hi, long long *out)
 {
     if (!text || !*text)
@@ -432,7 +451,7 @@ int main(int argc, char **argv)
         {"timeout", required_argument, NULL, 't' + 256},
         {"max-file-size", required_argument, NULL, 'z' + 256},
         {"max-pages", required_argument, NULL, 'g' + 256},
-        {"heavy-lane", required_argument, NULL, 'y' + 256},
+        {"decode-budget", required_argument, NULL, 'y' + 256},
         {"no-isolate", no_argument, NULL, 'I' + 256},
         /* between the supervisor and its engine (see supervise.c) */
         {"engine-fd", required_argument, NULL, 1000},
@@ -517,26 +536,13 @@ int main(int argc, char **argv)
         case 'I' + 256:
             isolate = 0;
             break;
-        case 'z' + 256: {
-            /* bytes, or with a k/M/G suffix (powers of 1024) */
-            char *end;
-            errno = 0;
-            unsigned long long n = g_ascii_strtoull(optarg, &end, 10);
-            unsigned long long mult = *end == 'k'   ? 1ull << 10
-                                      : *end == 'M' ? 1ull << 20
-                                      : *end == 'G' ? 1ull << 30
-                                                    : 1;
-            if (mult > 1)
-                end++;
-            if (!*optarg || *optarg == '-' || errno || *end || n > UINT64_MAX / mult)
+        case 'z' + 256:
+            if (parse_bytes(optarg, &opts.max_file_size))
                 return usage_error("invalid max-file-size '%s' (want bytes, or N k, M, G)", optarg);
-            opts.max_file_size = n * mult;
             break;
-        }
         case 'y' + 256:
-            if (parse_long(optarg, 0, 1024, &v))
-                return usage_error("invalid heavy-lane '%s' (want 0..1024)", optarg);
-            opts.heavy_lane = (int)v;
+            if (parse_bytes(optarg, &opts.decode_budget))
+                return usage_error("invalid decode-budget '%s' (want bytes, or N k, M, G)", optarg);
             break;
         case 'g' + 256:
             if (parse_long(optarg, 0, INT32_MAX, &v))

@@ -1022,9 +1022,11 @@ static int max_line(const char *path, int *lines)
 
 START_TEST(test_heavy_inputs_take_turns)
 {
-    /* BAD-INPUT 4: progressive JPEGs and interlaced PNGs over 4 MP are decoded whole, so with
-     * --heavy-lane 1 only one is decoded at a time (seen through a test-build hook that logs
-     * how many heavy decodes run at once); without the lane, two workers decode two at once. */
+    /* BAD-INPUT 4: progressive JPEGs and interlaced PNGs are decoded whole: 4.25 MP at 4:2:0
+     * or RGB is about 12.75 MB each. Under --decode-budget 20M only one fits at a time (seen
+     * through a test-build hook that logs how many whole-image decodes run at once); under 30M
+     * two workers decode two at once; under 5M, smaller than any one of them, each still runs,
+     * alone. */
     for (int i = 0; i < 4; i++) {
         char rel[32];
         g_snprintf(rel, sizeof(rel), "p%d.jpg[interlace]", i);
@@ -1035,23 +1037,21 @@ START_TEST(test_heavy_inputs_take_turns)
     char *log = pmt_path(tmp, "heavy.log");
     setenv("PIXMILL_TEST_HEAVY_LOG", log, 1);
     char *e = NULL;
-    ck_assert_int_eq(pmt_pixmill_run(&e, "-j", "2", "--heavy-lane", "1", "-s", "64", "-f", "webp",
-                                     "-o", out, in, NULL),
-                     0);
-    free(e);
-    int lines, max = max_line(log, &lines);
-    ck_assert_int_eq(lines, 5); /* the five large ones, not the small one */
-    ck_assert_int_eq(max, 1);
-    unlink(log);
-    ck_assert_int_eq(pmt_pixmill_run(&e, "--force", "-j", "2", "--heavy-lane", "0", "-s", "64",
-                                     "-f", "webp", "-o", out, in, NULL),
-                     0);
-    free(e);
-    max = max_line(log, &lines);
+    const char *budgets[] = {"20M", "5M", "30M"};
+    const int most[] = {1, 1, 2};
+    for (int k = 0; k < 3; k++) {
+        ck_assert_int_eq(pmt_pixmill_run(&e, "--force", "-j", "2", "--decode-budget", budgets[k],
+                                         "-s", "64", "-f", "webp", "-o", out, in, NULL),
+                         0);
+        free(e);
+        int lines, max = max_line(log, &lines);
+        unlink(log);
+        ck_assert_int_eq(lines, 5); /* the five large ones, not the small one */
+        ck_assert_msg(max == most[k], "--decode-budget %s: %d at once, expected %d", budgets[k],
+                      max, most[k]);
+        ck_assert_int_eq(pmt_count_files(out, ".webp"), 6);
+    }
     unsetenv("PIXMILL_TEST_HEAVY_LOG");
-    ck_assert_int_eq(lines, 5);
-    ck_assert_int_eq(max, 2);
-    ck_assert_int_eq(pmt_count_files(out, ".webp"), 6);
     free(log);
 }
 END_TEST

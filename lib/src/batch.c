@@ -49,7 +49,7 @@ struct pm_batch {
     pthread_mutex_t live_mu;
     int live_threads; /* guarded by live_mu: producers of events still running */
     pm__process_ctx ctx;
-    pm__lane lane;
+    pm__decode_gate gate;
     pm__scan_config scan_cfg;
 };
 
@@ -837,12 +837,13 @@ int pm_batch_run(pm_batch *b, pm_event_cb on_event, void *user_data, pm_summary 
     b->ctx.overlap = out_real && outputs_overlap_inputs(b, out_real);
     b->ctx.cancel = &b->cancel;
     note_places(b);
-    b->ctx.lane = NULL;
-    if (b->opts.heavy_lane > 0 && b->opts.heavy_lane < jobs) {
-        pthread_mutex_init(&b->lane.mu, NULL);
-        pthread_cond_init(&b->lane.cv, NULL);
-        b->lane.free = b->opts.heavy_lane;
-        b->ctx.lane = &b->lane;
+    b->ctx.gate = NULL;
+    if (b->opts.decode_budget > 0 && jobs > 1) {
+        memset(&b->gate, 0, sizeof(b->gate));
+        pthread_mutex_init(&b->gate.mu, NULL);
+        pthread_cond_init(&b->gate.cv, NULL);
+        b->gate.budget = b->opts.decode_budget;
+        b->ctx.gate = &b->gate;
     }
     free(out_real);
     b->scan_cfg.include_hidden = b->opts.include_hidden;
@@ -942,10 +943,10 @@ int pm_batch_run(pm_batch *b, pm_event_cb on_event, void *user_data, pm_summary 
 
     pm__waitgroup_destroy(&b->wg);
     pthread_mutex_destroy(&b->live_mu);
-    if (b->ctx.lane) {
-        pthread_cond_destroy(&b->lane.cv);
-        pthread_mutex_destroy(&b->lane.mu);
-        b->ctx.lane = NULL;
+    if (b->ctx.gate) {
+        pthread_cond_destroy(&b->gate.cv);
+        pthread_mutex_destroy(&b->gate.mu);
+        b->ctx.gate = NULL;
     }
     /* Prune once every source has been seen: a record whose source is gone takes its outputs
      * with it. Not after a cancel or a fatal error: the run did not see everything. */

@@ -194,12 +194,15 @@ typedef struct pm__variant {
 } pm__variant;
 
 /* ---- process.c: one source, start to finish ---- */
-/* A counting gate for heavy decodes (pm_options.heavy_lane). */
-typedef struct pm__lane {
+/* The gate of whole-image decodes (pm_options.decode_budget): admits them in arrival order
+ * while their estimated bytes fit the budget (or nothing else is running). */
+typedef struct pm__decode_gate {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int free; /* guarded by mu */
-} pm__lane;
+    uint64_t budget;
+    uint64_t in_use;               /* guarded by mu */
+    uint64_t next_ticket, serving; /* guarded by mu */
+} pm__decode_gate;
 
 /* Where an input's sources come from, and so what else may write beside their outputs. */
 typedef enum { PM__FROM_WALK, PM__FROM_NAMED, PM__FROM_LIST } pm__origin;
@@ -212,7 +215,7 @@ typedef struct pm__place {
 
 typedef struct pm__process_ctx {
     const pm_options *opts;
-    pm__lane *lane; /* NULL: no limit */
+    pm__decode_gate *gate; /* NULL: no limit */
     const pm__variant *variants;
     int n_variants;
     const char *cwd;          /* to record sources by absolute path */

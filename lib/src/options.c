@@ -436,7 +436,7 @@ void pm_options_init(pm_options *opts)
     opts->fail_on = PM_FAIL_ON_ERROR;
     opts->journal_fd = -1;
     opts->max_pages = PM_DEFAULT_MAX_PAGES;
-    opts->heavy_lane = 1;
+    opts->decode_budget = PM_DEFAULT_DECODE_BUDGET;
 }
 
 /* cgroup v2 quota "max 100000" or "200000 100000": ceil(quota / period), or 0 for none. */

@@ -6,10 +6,13 @@
 # Workloads:
 #   a  one thumbnail per photo: fit in 256x256, JPEG Q80, metadata stripped
 #   b  srcset: widths 320/640/1280 x WebP+JPEG per photo (peers run once per output)
+#   e  srcset: widths 320/640/1280 x WebP+AVIF per photo, every encoder at effort 4 (pixmill's
+#      default), AVIF 4:2:0
 #   c  many small files (PNG and JPEG under 100 KB) to 128 px JPEG Q80
 #   d  a mixed set (progressive JPEG, large PNG, WebP, AVIF, HEIC) to 256 px JPEG Q80
 # Environment (defaults in brackets): P parallelism [2], ROUNDS [3], PHOTO_COPIES [12] (x43
-# photos = 516), SMALL [5000], SRCSET_PHOTOS [129], MIXED_PHOTOS [20] (x5 kinds), CSV
+# photos = 516), SMALL [5000], SRCSET_PHOTOS [129], AVIF_PHOTOS [43], MIXED_PHOTOS [20] (x5
+# kinds), CSV
 # [tests/bench/results/peers.csv],
 # CORPUS [~/.cache/pixmill-corpus/assembled], PIXMILL [./build/cli/pixmill].
 #
@@ -35,7 +38,7 @@ CORPUS=${CORPUS:-$HOME/.cache/pixmill-corpus/assembled}
 PIXMILL=$(readlink -f "${PIXMILL:-$root/build/cli/pixmill}")
 CSV=${CSV:-$here/results/peers.csv}
 workloads=("$@")
-[ ${#workloads[@]} -eq 0 ] && workloads=(a c d b)
+[ ${#workloads[@]} -eq 0 ] && workloads=(a c d b e)
 
 # ---- what it needs ----
 if [ ! -x /usr/bin/mogrify ] || ! /usr/bin/mogrify -version 2>/dev/null | grep -q ImageMagick; then
@@ -68,6 +71,13 @@ n=0
 for f in "$work"/photos/*.jpg; do
   [ "$n" -ge "$SRCSET_PHOTOS" ] && break
   cp "$f" "$work/srcset/"
+  n=$((n + 1))
+done
+mkdir -p "$work/avifset"
+n=0
+for f in "$work"/photos/*.jpg; do
+  [ "$n" -ge "${AVIF_PHOTOS:-43}" ] && break
+  cp "$f" "$work/avifset/"
   n=$((n + 1))
 done
 # small: 100 distinct images (43 photos at a few sizes, JPEG and PNG), copied to SMALL names
@@ -121,6 +131,7 @@ run_tool() { # run_tool WORKLOAD TOOL ROUND
   case $wl in
   a) src=$work/photos box=256 ;;
   b) src=$work/srcset box=1280 ;;
+  e) src=$work/avifset box=1280 ;;
   c) src=$work/small box=128 ;;
   d) src=$work/mixed box=256 ;;
   esac
@@ -135,6 +146,9 @@ run_tool() { # run_tool WORKLOAD TOOL ROUND
   pixmill)
     if [ "$wl" = b ]; then
       "$t" "$res" "$PIXMILL" -q -j "$P" -s 320 -s 640 -s 1280 -f webp -f jpeg -Q 80 -o "$out" "$src"
+    elif [ "$wl" = e ]; then
+      "$t" "$res" "$PIXMILL" -q -j "$P" -s 320 -s 640 -s 1280 -f webp -f avif -Q 80 -o "$out" \
+        "$src"
     else
       "$t" "$res" "$PIXMILL" -q -j "$P" -s "$box" -f jpeg -Q 80 -o "$out" "$src"
     fi ;;
@@ -146,6 +160,11 @@ run_tool() { # run_tool WORKLOAD TOOL ROUND
       VIPS_CONCURRENCY=1 "$t" "$res" sh -c '
         for w in 320 640 1280; do for f in webp jpg; do
           xargs -0 -P "$1" -n "$2" vipsthumbnail -s "${w}x${w}" -o "$3/%s-$w.$f[Q=80,strip]" <"$4" || exit 1
+        done; done' sh "$P" "$k" "$out" "$list"
+    elif [ "$wl" = e ]; then
+      VIPS_CONCURRENCY=1 "$t" "$res" sh -c '
+        for w in 320 640 1280; do for f in webp avif; do
+          xargs -0 -P "$1" -n "$2" vipsthumbnail -s "${w}x${w}" -o "$3/%s-$w.$f[Q=80,effort=4,strip]" <"$4" || exit 1
         done; done' sh "$P" "$k" "$out" "$list"
     else
       VIPS_CONCURRENCY=1 "$t" "$res" xargs -0 -P "$P" -n "$k" -a "$list" vipsthumbnail \
@@ -169,6 +188,13 @@ run_tool() { # run_tool WORKLOAD TOOL ROUND
           xargs -0 -n 100000 -a "$4" "$1" -o "$3/$w-$f" -f "$f" -q 80 --autoOrient \
             resize "$w" "$w" --fit inside -i >/dev/null || exit 1
         done; done' sh "$SHARP" "$P" "$out" "$list"
+    elif [ "$wl" = e ]; then
+      UV_THREADPOOL_SIZE=$P VIPS_CONCURRENCY=1 "$t" "$res" sh -c '
+        for w in 320 640 1280; do for f in webp avif; do
+          mkdir -p "$3/$w-$f"
+          xargs -0 -n 100000 -a "$4" "$1" -o "$3/$w-$f" -f "$f" -q 80 --effort 4 \
+            --chromaSubsampling 4:2:0 --autoOrient resize "$w" "$w" --fit inside -i >/dev/null || exit 1
+        done; done' sh "$SHARP" "$P" "$out" "$list"
     else
       UV_THREADPOOL_SIZE=$P VIPS_CONCURRENCY=1 "$t" "$res" sh -c '
         xargs -0 -n 100000 -a "$3" "$1" -o "$2" -f jpeg -q 80 --autoOrient \
@@ -178,11 +204,11 @@ run_tool() { # run_tool WORKLOAD TOOL ROUND
   local rc=$? w c pk ex
   read -r w c pk ex <"$res"
   local want=$n_src
-  [ "$wl" = b ] && want=$((n_src * 6))
+  [ "$wl" = b ] || [ "$wl" = e ] && want=$((n_src * 6))
   local got ok
   read -r got ok < <(check "$out" "$want" "$box")
   # srcset: only the 1280 outputs fit the 1280 box; count every output, check sizes by width
-  if [ "$wl" = b ]; then ok=$got; fi
+  if [ "$wl" = b ] || [ "$wl" = e ]; then ok=$got; fi
   echo "$wl,$tool,$r,$w,$c,$((pk / 1024)),$n_src,$got,$ok,$ex" >>"$CSV.tmp"
   printf '  %-2s %-14s round %d: %7.2f s  cpu %7.2f s  peak %5d MB  outputs %d/%d (%d fit)%s\n' \
     "$wl" "$tool" "$r" "$w" "$c" "$((pk / 1024))" "$got" "$want" "$ok" \
@@ -192,14 +218,14 @@ run_tool() { # run_tool WORKLOAD TOOL ROUND
 tools_for() {
   case $1 in
   a | d) echo "pixmill vips-xargs vips-serial sharp-cli mogrify-tuned mogrify" ;;
-  b) echo "pixmill vips-xargs sharp-cli" ;;
+  b | e) echo "pixmill vips-xargs sharp-cli" ;;
   c) echo "pixmill vips-xargs vips-per-file sharp-cli mogrify-tuned" ;;
   esac
 }
 
 echo "workload,tool,round,wall_s,cpu_s,peak_mb,sources,outputs,outputs_fit,exit" >"$CSV.tmp"
 for wl in "${workloads[@]}"; do
-  case $wl in a) warm "$work/photos" ;; b) warm "$work/srcset" ;; c) warm "$work/small" ;; d) warm "$work/mixed" ;; esac
+  case $wl in a) warm "$work/photos" ;; b) warm "$work/srcset" ;; c) warm "$work/small" ;; d) warm "$work/mixed" ;; e) warm "$work/avifset" ;; esac
   read -r -a tools <<<"$(tools_for "$wl")"
   echo "workload $wl:"
   for r in $(seq 1 "$ROUNDS"); do

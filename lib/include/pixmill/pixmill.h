@@ -229,7 +229,7 @@ typedef struct pm_variant {
 #define PM_DEFAULT_MAX_PIXELS 268402689ULL /* 0x3FFF squared, as sharp */
 #define PM_DEFAULT_SIZE 256
 #define PM_DEFAULT_MAX_PAGES 10000
-#define PM_HEAVY_PIXELS 4000000ULL
+#define PM_DEFAULT_DECODE_BUDGET (256ULL << 20) /* bytes */
 
 typedef struct pm_options {
     unsigned version;                  /* PM_OPTIONS_VERSION */
@@ -259,11 +259,13 @@ typedef struct pm_options {
     uint64_t max_pixels;               /* width x height x pages cap; 0 = no cap */
     uint64_t max_file_size;            /* bytes; larger sources are refused unread; 0 = none */
     int max_pages;                     /* frames or pages; more are refused; 0 = none */
-    /* Progressive JPEGs and interlaced PNGs are decoded whole before they shrink (libjpeg keeps
-     * every coefficient: ~6 bytes a pixel): at most this many of those over
-     * PM_HEAVY_PIXELS decode at once, so that several arriving together cannot multiply the
-     * peak. 0 = no limit; default 1. */
-    int heavy_lane;
+    /* Some decodes hold the whole image before it shrinks: progressive JPEG (libjpeg keeps
+     * every coefficient, 2 bytes each: 3 bytes a pixel at 4:2:0, 6 at 4:4:4), interlaced PNG
+     * (the image), HEIC/AVIF (libheif: about 8 bytes a pixel). Their estimated sizes, summed
+     * over the decodes running at once, stay within this many bytes; one larger than the
+     * budget runs alone. First come, first served. 0 = no limit; default
+     * PM_DEFAULT_DECODE_BUDGET. */
+    uint64_t decode_budget;
     pm_fail_on fail_on; /* decoder strictness */
     int include_hidden; /* walk dot files and dot folders */
     /* version 2: build-step mode */
