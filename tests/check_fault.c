@@ -28,6 +28,7 @@ static void setup(void)
     unsetenv("PM_FAULT_ERRNO");
     unsetenv("PM_FAULT_MATCH");
     unsetenv("PM_FAULT_AFTER");
+    unsetenv("PM_FAULT_LOG");
 }
 
 static void teardown(void)
@@ -91,6 +92,38 @@ START_TEST(test_fsync_fails)
     ck_assert_msg(strstr(e, "5 failed"), "%s", e);
     ck_assert_int_eq(outputs_whole(out), 0);
     free(e);
+}
+END_TEST
+
+START_TEST(test_workers_never_wait_for_fsync)
+{
+    /* Publishing (fsync, rename) and the build record happen on the reporter, the engine's
+     * first thread, while the workers decode the next files: the shim logs which thread calls
+     * each fsync of a temp. Outputs and records: 2 x 8 fsyncs, all on the first thread. */
+    sources(8, 80);
+    preload();
+    char *log = pmt_path(tmp, "fsync.log");
+    setenv("PM_FAULT_LOG", log, 1);
+    char *e = NULL;
+    int rc = pmt_pixmill_run(&e, "-j", "2", "-f", "png", "-o", out, in, NULL);
+    unsetenv("LD_PRELOAD");
+    unsetenv("PM_FAULT_LOG");
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, tail(e));
+    free(e);
+    ck_assert_int_eq(outputs_whole(out), 8);
+    gchar *text = NULL;
+    ck_assert(g_file_get_contents(log, &text, NULL, NULL));
+    int main_thread = 0, other = 0;
+    gchar **lines = g_strsplit(text, "\n", -1);
+    for (int i = 0; lines[i]; i++) {
+        main_thread += strcmp(lines[i], "main") == 0;
+        other += strcmp(lines[i], "thread") == 0;
+    }
+    g_strfreev(lines);
+    g_free(text);
+    free(log);
+    ck_assert_int_eq(other, 0);
+    ck_assert_int_eq(main_thread, 16);
 }
 END_TEST
 
@@ -227,6 +260,7 @@ static Suite *suite(void)
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, test_fsync_fails);
     tcase_add_test(tc, test_rename_fails_for_one_source);
+    tcase_add_test(tc, test_workers_never_wait_for_fsync);
     tcase_add_test(tc, test_disk_filling_up_stops_early);
     tcase_add_test(tc, test_real_full_disk);
     tcase_add_test(tc, test_file_size_limit);

@@ -895,6 +895,7 @@ int pm_batch_run(pm_batch *b, pm_event_cb on_event, void *user_data, pm_summary 
     int full_in_a_row = 0, disk_full = 0;
     while (pm__queue_pop(b->events, &item) == PM_OK) {
         pm__result *r = item;
+        pm__process_finish(&b->ctx, r);
         for (int i = 0; i < r->ev.n_outputs; i++)
             sum.outputs += r->outputs[i].status == PM_OK && !r->outputs[i].current &&
                            r->ev.type != PM_EVENT_PLANNED;

@@ -247,14 +247,19 @@ typedef struct pm__result {
     char *source;
     char *message;
     pm_output *outputs; /* ev.n_outputs of them; path, name, variant and message owned */
+    void *tail;         /* a job's publishing half, until pm__process_finish */
 } pm__result;
 
 void pm__result_free(pm__result *r);
 /* Points ev's borrowed fields at the owned ones (after the struct has moved). */
 void pm__result_link(pm__result *r);
 
-/* Processes one source into r (zeroed by the caller): type DONE or FAILED. */
+/* Processes one source into r (zeroed by the caller), in two halves. The worker's decodes
+ * and encodes into temps; pm__process_finish, on the reporter's thread, publishes them (fsync,
+ * rename), writes the record and completes the event: type DONE or FAILED. Until then r is
+ * not an event (ev's pointers are unset). */
 void pm__process_job(const pm__process_ctx *ctx, const pm__job *job, pm__result *r);
+void pm__process_finish(const pm__process_ctx *ctx, pm__result *r);
 
 int pm__vips_init(const char *argv0);
 void pm__vips_shutdown(void);

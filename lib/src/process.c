@@ -308,6 +308,7 @@ typedef struct variant {
     int alias;       /* same name and digest as an earlier output: made once, reported once */
     pm_output out;
     pm__state_out rec; /* what the state records once it is written */
+    pm__temp temp;     /* written, closed, waiting to be published (name[0] set) */
 } variant;
 
 #ifdef PM_TEST_HOOKS
@@ -338,20 +339,47 @@ typedef struct job_state {
     pm__state old; /* the record from the last run, if any */
     int have_old;
     char *state_dir, *state_name;
-    const char *path; /* the job's, for messages and test hooks */
+    const char *path; /* the job's (owned by the result), for messages and test hooks */
     int dirfd;        /* the output folder last opened */
     char *dir_rel;    /* and its path below the root */
+    /* what the publishing half needs (pm__process_finish, on the reporter's thread) */
+    struct stat st; /* the source's, when opened */
+    int need_save;  /* the record changes */
+    double seconds; /* the worker's half */
+    const struct pm__process_ctx *ctx;
 } job_state;
 
-static void job_state_release(job_state *s)
+/* What only the worker's half needs: the images and every descriptor. */
+static void job_state_drop_work(job_state *s)
 {
     VIPS_UNREF(s->decoded);
     VIPS_UNREF(s->header);
     VIPS_UNREF(s->source);
     if (s->dirfd >= 0)
         close(s->dirfd);
+    s->dirfd = -1;
+    g_free(s->dir_rel);
+    s->dir_rel = NULL;
     if (s->fd >= 0)
         close(s->fd);
+    s->fd = -1;
+}
+
+static int output_dir(const pm__process_ctx *ctx, job_state *s, const char *name, int *err);
+
+static void job_state_release(const pm__process_ctx *ctx, job_state *s)
+{
+    for (int i = 0; i < s->n; i++) { /* temps never published (a failed job) */
+        variant *v = &s->v[i];
+        int err;
+        if (v->temp.name[0] && output_dir(ctx, s, v->name, &err) == PM_OK) {
+            v->temp.dirfd = s->dirfd;
+            v->temp.fd = -1;
+            pm__publish_abort(&v->temp);
+        }
+        v->temp.name[0] = '\0';
+    }
+    job_state_drop_work(s);
     for (int i = 0; i < s->n; i++) {
         g_free(s->v[i].name);
         g_free((char *)s->v[i].out.message);
@@ -359,7 +387,6 @@ static void job_state_release(job_state *s)
     pm__state_clear(&s->old);
     g_free(s->state_dir);
     g_free(s->state_name);
-    g_free(s->dir_rel);
 }
 
 void pm__result_link(pm__result *r)
@@ -370,10 +397,17 @@ void pm__result_link(pm__result *r)
     r->ev.output = r->ev.n_outputs > 0 ? r->outputs[0].path : NULL;
 }
 
+static void job_state_release(const pm__process_ctx *ctx, job_state *s);
+
 void pm__result_free(pm__result *r)
 {
     if (!r)
         return;
+    if (r->tail) { /* dropped unfinished (not expected): its temps go, nothing is published */
+        job_state *s = r->tail;
+        job_state_release(s->ctx, s);
+        g_free(s);
+    }
     for (int i = 0; i < r->ev.n_outputs; i++) {
         g_free((char *)r->outputs[i].path);
         g_free((char *)r->outputs[i].name);
@@ -490,19 +524,18 @@ static void write_variant(const pm__process_ctx *ctx, job_state *s, variant *v, 
         fail_output(v, PM_ERR_WRITE, errno, NULL);
         goto out;
     }
-    /* Where the output folder overlaps the inputs, only a file this source made before may be
-     * replaced. */
-    rc = pm__publish_commit(&temp, base_name(v->name), ctx->overlap && !v->ours, &err);
-    if (rc != PM_OK) {
-        fail_output(v, rc, err, NULL);
-        goto out;
-    }
     v->out.bytes = (uint64_t)tst.st_size;
     v->out.width = img->Xsize;
     v->out.height = img->Ysize;
     v->rec.bytes = v->out.bytes;
-    v->rec.mtime_ns = pm__mtime_ns(&tst); /* rename keeps it */
+    v->rec.mtime_ns = pm__mtime_ns(&tst); /* fsync and rename keep it */
     v->rec.ino = (uint64_t)tst.st_ino;
+    /* Published later, off this thread (pm__process_finish): the temp is closed now, so a
+     * job waiting to be published holds no descriptor. */
+    close(temp.fd);
+    temp.fd = -1;
+    v->temp = temp;
+    temp.name[0] = '\0';
 out:
     VIPS_UNREF(target);
     if (temp.fd >= 0 || temp.name[0])
@@ -1293,11 +1326,10 @@ static void collect(const pm__process_ctx *ctx, job_state *s, pm__result *r)
 
 /* Writes this source's record: what it is, and every output that holds what pixmill wrote
  * (made now, current, or made earlier for an option set no longer asked for). */
-static int save_state(const pm__process_ctx *ctx, const pm__job *job, job_state *s,
-                      const struct stat *st, int *err)
+static int save_state(const pm__process_ctx *ctx, job_state *s, const struct stat *st, int *err)
 {
     pm__state ns = {0};
-    ns.source = g_canonicalize_filename(job->source, ctx->cwd);
+    ns.source = g_canonicalize_filename(s->path, ctx->cwd);
     ns.size = (uint64_t)st->st_size;
     ns.mtime_ns = pm__mtime_ns(st);
     g_strlcpy(ns.hash, s->hash, sizeof(ns.hash));
@@ -1351,6 +1383,38 @@ static void test_hooks(const char *source)
 }
 #endif
 
+/* fsync the temp (reopened by name: it must still be the file written), then rename it into
+ * place. Where the output folder overlaps the inputs, only a file this source made before may
+ * be replaced. */
+static void publish_variant(const pm__process_ctx *ctx, job_state *s, variant *v)
+{
+    int err = 0, rc = output_dir(ctx, s, v->name, &err);
+    if (rc != PM_OK) {
+        fail_output(v, rc, err, g_strdup("cannot open the output folder"));
+        return;
+    }
+    v->temp.dirfd = s->dirfd;
+    v->temp.fd = openat(s->dirfd, v->temp.name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    struct stat tst;
+    if (v->temp.fd < 0 || fstat(v->temp.fd, &tst) != 0 || (uint64_t)tst.st_ino != v->rec.ino ||
+        (uint64_t)tst.st_size != v->rec.bytes) {
+        fail_output(v, PM_ERR_WRITE, v->temp.fd < 0 ? errno : 0,
+                    g_strdup("the temporary file was changed before it was published"));
+        if (v->temp.fd >= 0)
+            close(v->temp.fd);
+        v->temp.fd = -1;
+        v->temp.name[0] = '\0'; /* not ours to remove any more */
+        return;
+    }
+    rc = pm__publish_commit(&v->temp, base_name(v->name), ctx->overlap && !v->ours, &err);
+    if (rc != PM_OK)
+        fail_output(v, rc, err, NULL);
+    v->temp.name[0] = '\0';
+}
+
+/* The worker's half: everything up to the outputs written to temps (decode, encode). What is
+ * left, publishing (fsync, rename), the record and the event, waits in r->tail for
+ * pm__process_finish, which the reporter runs: a worker never waits for the disk. */
 void pm__process_job(const pm__process_ctx *ctx, const pm__job *job, pm__result *r)
 {
 #ifdef PM_TEST_HOOKS
@@ -1358,87 +1422,109 @@ void pm__process_job(const pm__process_ctx *ctx, const pm__job *job, pm__result 
 #endif
     const pm_options *o = ctx->opts;
     double t0 = now_seconds();
-    job_state s = {.fd = -1, .dirfd = -1, .same = PM_FORMAT_PNG, .path = job->source};
-    struct stat st;
-    int err = 0, need_save = 0, have_header = 0, refreshed = 0;
-
     memset(r, 0, sizeof(*r));
     r->source = g_strdup(job->source);
     r->ev.type = PM_EVENT_DONE;
-    if (open_source(job, &s, r, &st) != 0 || check_file_size(o, &st, r) != 0)
+    job_state *s = g_new0(job_state, 1);
+    s->fd = -1;
+    s->dirfd = -1;
+    s->same = PM_FORMAT_PNG;
+    s->path = r->source;
+    s->ctx = ctx;
+    r->tail = s;
+    struct stat *st = &s->st;
+    int have_header = 0, refreshed = 0;
+
+    if (open_source(job, s, r, st) != 0 || check_file_size(o, st, r) != 0)
         goto out;
-    pm__state_location(job->out_rel, job->source, &s.state_dir, &s.state_name);
-    s.have_old = pm__state_load(ctx->out_rootfd, s.state_dir, s.state_name, &s.old) == 0;
+    pm__state_location(job->out_rel, job->source, &s->state_dir, &s->state_name);
+    s->have_old = pm__state_load(ctx->out_rootfd, s->state_dir, s->state_name, &s->old) == 0;
 
     /* The source is as recorded when size and mtime match, or size and content (a fresh
      * clone resets mtimes): then its header need not be read to know what it makes. */
     int have_hash = 0, fresh = 0;
-    if (s.have_old && s.old.size == (uint64_t)st.st_size) {
-        if (s.old.mtime_ns == pm__mtime_ns(&st)) {
+    if (s->have_old && s->old.size == (uint64_t)st->st_size) {
+        if (s->old.mtime_ns == pm__mtime_ns(st)) {
             fresh = 1;
-        } else if (pm__hash_fd(s.fd, s.hash) == 0) {
+        } else if (pm__hash_fd(s->fd, s->hash) == 0) {
             have_hash = 1;
-            fresh = strcmp(s.hash, s.old.hash) == 0;
-            need_save = fresh; /* record the new mtime: no hashing next time */
+            fresh = strcmp(s->hash, s->old.hash) == 0;
+            s->need_save = fresh; /* record the new mtime: no hashing next time */
         }
     }
     if (fresh) {
-        g_strlcpy(s.hash, s.old.hash, sizeof(s.hash));
-        s.upright_w = s.old.width;
-        s.upright_h = s.old.height;
-        s.pages = s.old.pages;
-        s.same = s.old.same;
-        s.has_profile = s.old.has_profile;
-        r->ev.source_width = s.old.width;
-        r->ev.source_height = s.old.height;
+        g_strlcpy(s->hash, s->old.hash, sizeof(s->hash));
+        s->upright_w = s->old.width;
+        s->upright_h = s->old.height;
+        s->pages = s->old.pages;
+        s->same = s->old.same;
+        s->has_profile = s->old.has_profile;
+        r->ev.source_width = s->old.width;
+        r->ev.source_height = s->old.height;
         char *abs = g_canonicalize_filename(job->source, ctx->cwd);
-        need_save |= strcmp(abs, s.old.source) != 0; /* the tree moved: prune must know */
+        s->need_save |= strcmp(abs, s->old.source) != 0; /* the tree moved: prune must know */
         g_free(abs);
     } else {
-        if (read_header(ctx, &s, r) != 0)
+        if (read_header(ctx, s, r) != 0)
             goto out;
         have_header = 1;
-        if (!have_hash && pm__hash_fd(s.fd, s.hash) != 0) {
+        if (!have_hash && pm__hash_fd(s->fd, s->hash) != 0) {
             fail(r, PM_ERR_IO, errno, g_strdup("cannot read the whole file"));
             goto out;
         }
-        need_save = 1;
+        s->need_save = 1;
     }
-    plan_outputs(ctx, job, &s);
-    refuse_clashes(ctx, job, &s, &st);
-    int todo = mark_current(ctx, &s, &refreshed);
-    need_save |= refreshed;
+    plan_outputs(ctx, job, s);
+    refuse_clashes(ctx, job, s, st);
+    int todo = mark_current(ctx, s, &refreshed);
+    s->need_save |= refreshed;
     if (o->dry_run)
         goto out;
     if (todo > 0) {
-        if (!have_header && read_header(ctx, &s, r) != 0)
+        if (!have_header && read_header(ctx, s, r) != 0)
             goto out;
-        if (refuse_existing(ctx, &s, &st) > 0 && decode_once(ctx, &s, r) == 0) {
-            for (int k = 0; k < s.n; k++) {
-                variant *v = &s.v[k];
+        if (refuse_existing(ctx, s, st) > 0 && decode_once(ctx, s, r) == 0) {
+            for (int k = 0; k < s->n; k++) {
+                variant *v = &s->v[k];
                 if (v->current || v->alias || v->out.status != PM_OK)
                     continue;
-                VipsImage *img = image_for(ctx, &s, v);
+                VipsImage *img = image_for(ctx, s, v);
                 if (!img) {
                     fail_output(v, PM_ERR_ENCODE, 0, take_vips_error());
                     continue;
                 }
-                write_variant(ctx, &s, v, img);
+                write_variant(ctx, s, v, img);
                 g_object_unref(img);
-                need_save |= v->out.status == PM_OK;
+                s->need_save |= v->out.status == PM_OK;
             }
         }
     }
+out:
+    job_state_drop_work(s);
+    s->seconds = now_seconds() - t0;
+}
+
+void pm__process_finish(const pm__process_ctx *ctx, pm__result *r)
+{
+    job_state *s = r->tail;
+    if (!s)
+        return;
+    double t0 = now_seconds();
+    int err = 0;
+    for (int k = 0; k < s->n; k++)
+        if (s->v[k].temp.name[0] && s->v[k].out.status == PM_OK && r->ev.type != PM_EVENT_FAILED)
+            publish_variant(ctx, s, &s->v[k]);
     /* The first failure is the one to tell: an output's before the record's. */
     int output_failed = 0;
-    for (int k = 0; k < s.n; k++)
-        output_failed |= !s.v[k].alias && s.v[k].out.status != PM_OK;
-    if (need_save && r->ev.type != PM_EVENT_FAILED &&
-        save_state(ctx, job, &s, &st, &err) != PM_OK && !output_failed)
+    for (int k = 0; k < s->n; k++)
+        output_failed |= !s->v[k].alias && s->v[k].out.status != PM_OK;
+    if (s->need_save && !ctx->opts->dry_run && r->ev.type != PM_EVENT_FAILED &&
+        save_state(ctx, s, &s->st, &err) != PM_OK && !output_failed)
         fail(r, PM_ERR_STATE, err, g_strdup("the output is made but will be rebuilt next time"));
-out:
-    collect(ctx, &s, r);
-    job_state_release(&s);
-    r->ev.seconds = now_seconds() - t0;
+    collect(ctx, s, r);
+    r->ev.seconds = s->seconds + (now_seconds() - t0);
+    job_state_release(ctx, s);
+    g_free(s);
+    r->tail = NULL;
     pm__result_link(r);
 }

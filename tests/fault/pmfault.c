@@ -5,6 +5,8 @@
  *   PM_FAULT_ERRNO=N              errno to fail with (default EIO)
  *   PM_FAULT_MATCH=TEXT           rename: only when the final name contains TEXT
  *   PM_FAULT_AFTER=N              write: let N bytes through per file first (a disk filling up)
+ *   PM_FAULT_LOG=FILE             fsync of a temp: append "main" or "thread" to FILE, as the
+ *                                 caller is the process's first thread or another one
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -61,6 +63,14 @@ int fsync(int fd)
     static int (*real)(int);
     if (!real)
         real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+    const char *log = getenv("PM_FAULT_LOG");
+    if (log && *log && is_temp_fd(fd)) {
+        FILE *f = fopen(log, "ae");
+        if (f) {
+            fputs(gettid() == getpid() ? "main\n" : "thread\n", f);
+            fclose(f);
+        }
+    }
     if (want("fsync") && is_temp_fd(fd)) {
         errno = fault_errno();
         return -1;

@@ -76,6 +76,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                    .seq = 1};
     pm__result *r = g_new0(pm__result, 1);
     pm__process_job(&ctx, &job, r);
+    pm__process_finish(&ctx, r);
     must(r->ev.type == PM_EVENT_DONE || r->ev.type == PM_EVENT_FAILED ||
          r->ev.type == PM_EVENT_SKIPPED);
     if (r->ev.type == PM_EVENT_DONE) {
