@@ -8,12 +8,14 @@
 #   b  srcset: widths 320/640/1280 x WebP+JPEG per photo (peers run once per output)
 #   e  srcset: widths 320/640/1280 x WebP+AVIF per photo, every encoder at effort 4 (pixmill's
 #      default), AVIF 4:2:0
+# Workload a also times decoding alone, the bound: `djpeg -scale 1/8` on every photo, P at once
+# (tool decode-only; it writes nothing).
 #   c  many small files (PNG and JPEG under 100 KB) to 128 px JPEG Q80
 #   d  a mixed set (progressive JPEG, large PNG, WebP, AVIF, HEIC) to 256 px JPEG Q80
 # Environment (defaults in brackets): P parallelism [2], ROUNDS [3], PHOTO_COPIES [12] (x43
 # photos = 516), SMALL [5000], SRCSET_PHOTOS [129], AVIF_PHOTOS [43], MIXED_PHOTOS [20] (x5
 # kinds), CSV
-# [tests/bench/results/peers.csv],
+# [tests/bench/results/peers.csv], TOOLS (only these, e.g. "pixmill vips-xargs"),
 # CORPUS [~/.cache/pixmill-corpus/assembled], PIXMILL [./build/cli/pixmill].
 #
 # Peers, all at parallelism P: vipsthumbnail in one process (libvips threads), vipsthumbnail
@@ -25,7 +27,8 @@
 # RSS is the sum over the whole process tree, sampled every 10 ms (tests/bench/treepeak.c).
 # Every output is counted and its dimensions read back with vipsheader.
 #
-# Installs what it needs: ImageMagick from Debian, sharp-cli into ~/.cache/pixmill-bench/node.
+# Installs what it needs: ImageMagick and djpeg from Debian, sharp-cli into
+# ~/.cache/pixmill-bench/node.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -43,6 +46,9 @@ workloads=("$@")
 # ---- what it needs ----
 if [ ! -x /usr/bin/mogrify ] || ! /usr/bin/mogrify -version 2>/dev/null | grep -q ImageMagick; then
   apt-get install -y imagemagick >/dev/null || { echo "cannot install imagemagick" >&2; exit 2; }
+fi
+if [ ! -x /usr/bin/djpeg ]; then
+  apt-get install -y libjpeg-turbo-progs >/dev/null || { echo "cannot install djpeg" >&2; exit 2; }
 fi
 node_dir=$HOME/.cache/pixmill-bench/node
 if [ ! -x "$node_dir/node_modules/.bin/sharp" ]; then
@@ -66,20 +72,13 @@ mkdir -p "$work/photos"
 for c in $(seq -w 1 "$PHOTO_COPIES"); do
   for p in "${photos[@]}"; do cp "$p" "$work/photos/c$c-$(basename "$p")"; done
 done
-mkdir -p "$work/srcset"
-n=0
-for f in "$work"/photos/*.jpg; do
-  [ "$n" -ge "$SRCSET_PHOTOS" ] && break
-  cp "$f" "$work/srcset/"
-  n=$((n + 1))
-done
-mkdir -p "$work/avifset"
-n=0
-for f in "$work"/photos/*.jpg; do
-  [ "$n" -ge "${AVIF_PHOTOS:-43}" ] && break
-  cp "$f" "$work/avifset/"
-  n=$((n + 1))
-done
+# first_photos DIR N: the first N photos of the set, copied to DIR
+first_photos() {
+  mkdir -p "$1"
+  find "$work/photos" -name '*.jpg' -print0 | sort -z | head -z -n "$2" | xargs -0 -r cp -t "$1"
+}
+first_photos "$work/srcset" "$SRCSET_PHOTOS"
+first_photos "$work/avifset" "${AVIF_PHOTOS:-43}"
 # small: 100 distinct images (43 photos at a few sizes, JPEG and PNG), copied to SMALL names
 mkdir -p "$work/small-src" "$work/small"
 i=0
@@ -173,6 +172,9 @@ run_tool() { # run_tool WORKLOAD TOOL ROUND
   vips-per-file)
     VIPS_CONCURRENCY=1 "$t" "$res" xargs -0 -P "$P" -n 1 -a "$list" vipsthumbnail \
       -s "${box}x${box}" -o "$out/%s.jpg[Q=80,strip]" ;;
+  decode-only)
+    "$t" "$res" xargs -0 -P "$P" -n "$k" -a "$list" sh -c \
+      'for f; do djpeg -scale 1/8 -outfile /dev/null "$f" || exit 1; done' sh ;;
   mogrify)
     "$t" "$res" xargs -0 -a "$list" /usr/bin/mogrify -path "$out" -format jpg \
       -thumbnail "${box}x${box}" -quality 80 -strip ;;
@@ -217,7 +219,8 @@ run_tool() { # run_tool WORKLOAD TOOL ROUND
 
 tools_for() {
   case $1 in
-  a | d) echo "pixmill vips-xargs vips-serial sharp-cli mogrify-tuned mogrify" ;;
+  a) echo "pixmill vips-xargs vips-serial sharp-cli mogrify-tuned mogrify decode-only" ;;
+  d) echo "pixmill vips-xargs vips-serial sharp-cli mogrify-tuned mogrify" ;;
   b | e) echo "pixmill vips-xargs sharp-cli" ;;
   c) echo "pixmill vips-xargs vips-per-file sharp-cli mogrify-tuned" ;;
   esac
@@ -226,7 +229,7 @@ tools_for() {
 echo "workload,tool,round,wall_s,cpu_s,peak_mb,sources,outputs,outputs_fit,exit" >"$CSV.tmp"
 for wl in "${workloads[@]}"; do
   case $wl in a) warm "$work/photos" ;; b) warm "$work/srcset" ;; c) warm "$work/small" ;; d) warm "$work/mixed" ;; e) warm "$work/avifset" ;; esac
-  read -r -a tools <<<"$(tools_for "$wl")"
+  read -r -a tools <<<"${TOOLS:-$(tools_for "$wl")}"
   echo "workload $wl:"
   for r in $(seq 1 "$ROUNDS"); do
     n=${#tools[@]}
