@@ -181,10 +181,21 @@ static long long traced_file_read_bytes(const char *log, const char *file, long 
                     g_hash_table_add(fds, GINT_TO_POINTER((int)ret));
                 continue;
             }
-            if (p && eq && sscanf(eq + 1, "%lld", &ret) == 1 && ret > 0 &&
-                (strstr(line, "read resumed") || strstr(line, "readv resumed")) &&
-                g_hash_table_contains(fds, GINT_TO_POINTER(GPOINTER_TO_INT(p) - 1)))
+            int was = GPOINTER_TO_INT(p) - 1,
+                tracked = p && g_hash_table_contains(fds, GINT_TO_POINTER(was));
+            int got = eq && sscanf(eq + 1, "%lld", &ret) == 1;
+            /* a call split by another thread's: reads count, dups and closes still track */
+            if (tracked && got && ret > 0 &&
+                (strstr(line, "read resumed") || strstr(line, "readv resumed")))
                 total += ret;
+            else if (tracked && got && ret > 0 && strstr(line, "pread64 resumed"))
+                *hashed += ret;
+            else if (tracked && got && ret >= 0 &&
+                     (strstr(line, "dup resumed") || strstr(line, "dup2 resumed") ||
+                      strstr(line, "dup3 resumed")))
+                g_hash_table_add(fds, GINT_TO_POINTER((int)ret));
+            else if (tracked && strstr(line, "close resumed"))
+                g_hash_table_remove(fds, GINT_TO_POINTER(was));
             continue;
         }
         if (strstr(line, "<unfinished ...>") && strcmp(call, "openat") == 0) {

@@ -334,7 +334,8 @@ typedef struct job_state {
     char hash[PM__HASH_HEX];  /* of the source's bytes */
     int decode_w, decode_h;   /* the one decode's size */
     int all_pages;            /* decode every frame */
-    variant v[PM_MAX_VARIANTS * PM_MAX_FORMATS];
+    variant *v; /* n of them, as many as this source's outputs (a job waiting to be published
+                 * holds no more) */
     int n;
     pm__state old; /* the record from the last run, if any */
     int have_old;
@@ -384,6 +385,9 @@ static void job_state_release(const pm__process_ctx *ctx, job_state *s)
         g_free(s->v[i].name);
         g_free((char *)s->v[i].out.message);
     }
+    g_free(s->v);
+    s->v = NULL;
+    s->n = 0;
     pm__state_clear(&s->old);
     g_free(s->state_dir);
     g_free(s->state_name);
@@ -747,6 +751,11 @@ static void plan_outputs(const pm__process_ctx *ctx, const pm__job *job, job_sta
     const pm_options *o = ctx->opts;
     double scale = 0;
     s->n = 0;
+    int most = 0;
+    for (int i = 0; i < ctx->n_variants; i++)
+        most += ctx->variants[i].n_formats;
+    g_free(s->v);
+    s->v = g_new0(variant, most ? most : 1);
     for (int i = 0; i < ctx->n_variants; i++) {
         const pm__variant *pv = &ctx->variants[i];
         pm_geometry g;
