@@ -127,6 +127,38 @@ START_TEST(test_workers_never_wait_for_fsync)
 }
 END_TEST
 
+START_TEST(test_temp_cannot_be_reopened)
+{
+    /* The reporter reopens each temp by name to publish it. When it cannot (here: out of
+     * descriptors), the output fails with the reason, and the temp, still pixmill's, is
+     * removed with the job, not left behind. */
+    sources(3, 80);
+    preload();
+    setenv("PM_FAULT", "reopen", 1);
+    g_setenv("PM_FAULT_ERRNO", "24", TRUE); /* EMFILE */
+    char *e = NULL;
+    int rc = pmt_pixmill_run(&e, "-f", "png", "-o", out, in, NULL);
+    unsetenv("LD_PRELOAD");
+    ck_assert_msg(rc == 1, "exit %d: %s", rc, tail(e));
+    ck_assert_msg(strstr(e, "p01.png: output could not be written") &&
+                      strstr(e, "cannot reopen the temporary file to publish it") &&
+                      strstr(e, "Too many open files"),
+                  "%s", tail(e));
+    ck_assert_msg(strstr(e, "3 failed"), "%s", tail(e));
+    ck_assert_int_eq(outputs_whole(out), 0); /* and no temp left */
+    free(e);
+    /* removed behind pixmill's back: told as such */
+    g_setenv("PM_FAULT_ERRNO", "2", TRUE); /* ENOENT */
+    preload();
+    rc = pmt_pixmill_run(&e, "-f", "png", "-o", out, in, NULL);
+    unsetenv("LD_PRELOAD");
+    ck_assert_msg(rc == 1, "exit %d: %s", rc, tail(e));
+    ck_assert_msg(strstr(e, "the temporary file was removed before it was published"), "%s",
+                  tail(e));
+    free(e);
+}
+END_TEST
+
 START_TEST(test_rename_fails_for_one_source)
 {
     sources(6, 80);
@@ -260,6 +292,7 @@ static Suite *suite(void)
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, test_fsync_fails);
     tcase_add_test(tc, test_rename_fails_for_one_source);
+    tcase_add_test(tc, test_temp_cannot_be_reopened);
     tcase_add_test(tc, test_workers_never_wait_for_fsync);
     tcase_add_test(tc, test_disk_filling_up_stops_early);
     tcase_add_test(tc, test_real_full_disk);

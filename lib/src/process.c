@@ -368,8 +368,9 @@ static void job_state_drop_work(job_state *s)
 
 static int output_dir(const pm__process_ctx *ctx, job_state *s, const char *name, int *err);
 
-static void job_state_release(const pm__process_ctx *ctx, job_state *s)
+static void job_state_release(job_state *s)
 {
+    const pm__process_ctx *ctx = s->ctx;
     for (int i = 0; i < s->n; i++) { /* temps never published (a failed job) */
         variant *v = &s->v[i];
         int err;
@@ -401,7 +402,7 @@ void pm__result_link(pm__result *r)
     r->ev.output = r->ev.n_outputs > 0 ? r->outputs[0].path : NULL;
 }
 
-static void job_state_release(const pm__process_ctx *ctx, job_state *s);
+static void job_state_release(job_state *s);
 
 void pm__result_free(pm__result *r)
 {
@@ -409,7 +410,7 @@ void pm__result_free(pm__result *r)
         return;
     if (r->tail) { /* dropped unfinished (not expected): its temps go, nothing is published */
         job_state *s = r->tail;
-        job_state_release(s->ctx, s);
+        job_state_release(s);
         g_free(s);
     }
     for (int i = 0; i < r->ev.n_outputs; i++) {
@@ -1404,13 +1405,21 @@ static void publish_variant(const pm__process_ctx *ctx, job_state *s, variant *v
     }
     v->temp.dirfd = s->dirfd;
     v->temp.fd = openat(s->dirfd, v->temp.name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (v->temp.fd < 0) {
+        int e = errno;
+        fail_output(v, PM_ERR_WRITE, e,
+                    g_strdup(e == ENOENT ? "the temporary file was removed before it was published"
+                                         : "cannot reopen the temporary file to publish it"));
+        if (e == ENOENT)
+            v->temp.name[0] = '\0';
+        return; /* otherwise still ours: removed with the job */
+    }
     struct stat tst;
-    if (v->temp.fd < 0 || fstat(v->temp.fd, &tst) != 0 || (uint64_t)tst.st_ino != v->rec.ino ||
+    if (fstat(v->temp.fd, &tst) != 0 || (uint64_t)tst.st_ino != v->rec.ino ||
         (uint64_t)tst.st_size != v->rec.bytes) {
-        fail_output(v, PM_ERR_WRITE, v->temp.fd < 0 ? errno : 0,
+        fail_output(v, PM_ERR_WRITE, 0,
                     g_strdup("the temporary file was changed before it was published"));
-        if (v->temp.fd >= 0)
-            close(v->temp.fd);
+        close(v->temp.fd);
         v->temp.fd = -1;
         v->temp.name[0] = '\0'; /* not ours to remove any more */
         return;
@@ -1532,7 +1541,7 @@ void pm__process_finish(const pm__process_ctx *ctx, pm__result *r)
         fail(r, PM_ERR_STATE, err, g_strdup("the output is made but will be rebuilt next time"));
     collect(ctx, s, r);
     r->ev.seconds = s->seconds + (now_seconds() - t0);
-    job_state_release(ctx, s);
+    job_state_release(s);
     g_free(s);
     r->tail = NULL;
     pm__result_link(r);

@@ -1,7 +1,8 @@
 /* LD_PRELOAD fault injection for tests: makes write(), fsync() or rename calls fail on
  * pixmill's own temp files (".pixmill-*.tmp") only, so that journal pipes, spooled lists and
  * everything libvips reads are untouched.
- *   PM_FAULT=write|fsync|rename   the call to fail
+ *   PM_FAULT=write|fsync|rename|reopen   the call to fail (reopen: opening a temp read-only,
+ *                                 as the reporter does to publish it)
  *   PM_FAULT_ERRNO=N              errno to fail with (default EIO)
  *   PM_FAULT_MATCH=TEXT           rename: only when the final name contains TEXT
  *   PM_FAULT_AFTER=N              write: let N bytes through per file first (a disk filling up)
@@ -10,6 +11,7 @@
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <stdarg.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -110,3 +112,32 @@ int renameat2(int olddirfd, const char *from, int newdirfd, const char *to, unsi
     }
     return real(olddirfd, from, newdirfd, to, flags);
 }
+
+static int reopen_fails(const char *path, int flags)
+{
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    return want("reopen") && (flags & (O_ACCMODE | O_CREAT)) == O_RDONLY &&
+           strncmp(base, ".pixmill-", 9) == 0 && strstr(base, ".tmp");
+}
+
+int openat(int dirfd, const char *path, int flags, ...)
+{
+    static int (*real)(int, const char *, int, ...);
+    if (!real)
+        real = (int (*)(int, const char *, int, ...))dlsym(RTLD_NEXT, "openat");
+    mode_t mode = 0;
+    if (flags & (O_CREAT | O_TMPFILE)) {
+        va_list ap;
+        va_start(ap, flags);
+        mode = (mode_t)va_arg(ap, int);
+        va_end(ap);
+    }
+    if (reopen_fails(path, flags)) {
+        errno = fault_errno();
+        return -1;
+    }
+    return real(dirfd, path, flags, mode);
+}
+
+int openat64(int dirfd, const char *path, int flags, ...) __attribute__((alias("openat")));
