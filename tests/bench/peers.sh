@@ -124,8 +124,15 @@ check() {
 
 declare -A wall cpu peak outs
 run_tool() { # run_tool WORKLOAD TOOL ROUND
-  local wl=$1 tool=$2 r=$3 out="$work/out" src box fmt
-  rm -rf "$out"
+  # A new folder for every run, nothing deleted until the end: on ext4 without a journal (this
+  # machine's root) each file created within a minute of many deletions pays for them, since
+  # the inode allocator skips every recently deleted inode one by one (recently_deleted() in
+  # the kernel's ext4/ialloc.c). With one output folder emptied between runs, a run paid for
+  # the previous run's files. pixmill creates two files a source (the output and its build
+  # record), so it made twice the files, each past twice the deleted ones: 12 % of its CPU was
+  # in that function on 1,000 small files (perf record).
+  local wl=$1 tool=$2 r=$3 src box fmt
+  local out="$work/out-$wl-$tool-$r"
   mkdir -p "$out"
   case $wl in
   a) src=$work/photos box=256 ;;
