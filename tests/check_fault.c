@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static char *tmp, *in, *out;
@@ -159,6 +160,45 @@ START_TEST(test_temp_cannot_be_reopened)
 }
 END_TEST
 
+START_TEST(test_write_fails_once_midway)
+{
+    /* One write near the end of the output is short and the next fails (ENOSPC), then the disk
+     * has room again. libvips 8.14 retried its buffer and called the save done, and the output
+     * was published with bytes doubled inside. The output must fail, and nothing be left. */
+    sources(1, 700);
+    char *e = NULL;
+    ck_assert_int_eq(pmt_pixmill_run(&e, "-s", "2000", "-f", "png", "-o", out, in, NULL), 0);
+    free(e);
+    char *made = pmt_path(out, "p00.png");
+    struct stat st;
+    ck_assert_int_eq(stat(made, &st), 0);
+    ck_assert_int_eq(unlink(made), 0);
+    char *st_dir = pmt_path(out, ".pixmill");
+    char *cmd = g_strdup_printf("rm -rf '%s'", st_dir);
+    ck_assert_int_eq(system(cmd), 0);
+    g_free(cmd);
+    free(st_dir);
+    const double at[] = {0.5, 0.9, 0.95, 0.99};
+    for (size_t i = 0; i < G_N_ELEMENTS(at); i++) {
+        char after[32];
+        g_snprintf(after, sizeof(after), "%lld", (long long)((double)st.st_size * at[i]));
+        preload();
+        setenv("PM_FAULT", "write-once", 1);
+        setenv("PM_FAULT_AFTER", after, 1);
+        g_setenv("PM_FAULT_ERRNO", "28", TRUE); /* ENOSPC */
+        int rc = pmt_pixmill_run(&e, "-s", "2000", "-f", "png", "-o", out, in, NULL);
+        unsetenv("LD_PRELOAD");
+        ck_assert_msg(rc != 0 && strstr(e, "p00.png: output could not be written: No space left"),
+                      "fault at byte %s of %lld: exit %d: %s", after, (long long)st.st_size, rc,
+                      tail(e));
+        ck_assert_msg(access(made, F_OK) != 0, "fault at byte %s: %s was published", after, made);
+        ck_assert_int_eq(pmt_count_files(out, ".tmp"), 0);
+        free(e);
+    }
+    free(made);
+}
+END_TEST
+
 START_TEST(test_rename_fails_for_one_source)
 {
     sources(6, 80);
@@ -293,6 +333,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_fsync_fails);
     tcase_add_test(tc, test_rename_fails_for_one_source);
     tcase_add_test(tc, test_temp_cannot_be_reopened);
+    tcase_add_test(tc, test_write_fails_once_midway);
     tcase_add_test(tc, test_workers_never_wait_for_fsync);
     tcase_add_test(tc, test_disk_filling_up_stops_early);
     tcase_add_test(tc, test_real_full_disk);

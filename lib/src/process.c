@@ -465,21 +465,71 @@ static const char *base_name(const char *name)
     return slash ? slash + 1 : name;
 }
 
-/* libvips reports a failed write(2) as a save error, with the errno only as text ("unix error:
- * No space left on device"; errno itself is overwritten by then). A write that failed for want
- * of room, quota, a size limit or I/O is a write failure, and the batch must know which: a
- * full disk stops it. The text comes from g_strerror in this very process, so it matches. */
-static int write_errno_in(const char *text)
+/* The temp's bytes go through pixmill's own writes, not libvips' descriptor target: libvips
+ * 8.14 can call a save done after one of its writes failed. A PNG's write of 8,204 bytes wrote
+ * 3,278 (the disk was full), the rest failed with ENOSPC, another temp was removed meanwhile,
+ * and the final flush wrote the whole buffer again: pngsave returned success for a file with
+ * 3,278 bytes doubled inside, and pixmill published it (check_fault real_full_disk, about one
+ * run in ten; write_fails_once_midway every time). Here the first failure sticks: each later
+ * write fails too, and the output fails whatever the saver returns, with that errno. */
+typedef struct checked_fd {
+    int fd;
+    int err; /* the first write's errno, 0 while all went well */
+} checked_fd;
+
+static gint64 checked_write(VipsTargetCustom *t, const void *data, gint64 length, void *user)
 {
-    static const int errs[] = {ENOSPC, EDQUOT, EFBIG, EIO, EROFS};
-    for (size_t i = 0; text && i < G_N_ELEMENTS(errs); i++) {
-        char *needle = g_strdup_printf("unix error: %s", g_strerror(errs[i]));
-        int hit = strstr(text, needle) != NULL;
-        g_free(needle);
-        if (hit)
-            return errs[i];
+    (void)t;
+    checked_fd *c = user;
+    const char *p = data;
+    gint64 left = length;
+    while (!c->err && left > 0) {
+        ssize_t w = write(c->fd, p, (size_t)left);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            c->err = w < 0 ? errno : EIO;
+        else
+            p += w, left -= w;
     }
-    return 0;
+    if (c->err) {
+        errno = c->err;
+        return -1;
+    }
+    return length;
+}
+
+static gint64 checked_read(VipsTargetCustom *t, void *buf, gint64 length, void *user)
+{
+    (void)t;
+    checked_fd *c = user;
+    ssize_t n;
+    do
+        n = read(c->fd, buf, (size_t)length);
+    while (n < 0 && errno == EINTR);
+    return n;
+}
+
+static gint64 checked_seek(VipsTargetCustom *t, gint64 offset, int whence, void *user)
+{
+    (void)t;
+    return lseek(((checked_fd *)user)->fd, (off_t)offset, whence);
+}
+
+static int checked_end(VipsTargetCustom *t, void *user)
+{
+    (void)t;
+    return ((checked_fd *)user)->err ? -1 : 0;
+}
+
+static VipsTarget *checked_target(checked_fd *c)
+{
+    VipsTargetCustom *t = vips_target_custom_new();
+    g_signal_connect(t, "write", G_CALLBACK(checked_write), c);
+    g_signal_connect(t, "read", G_CALLBACK(checked_read), c);
+    g_signal_connect(t, "seek", G_CALLBACK(checked_seek), c);
+    g_signal_connect(t, "end", G_CALLBACK(checked_end), c);
+    return VIPS_TARGET(t);
 }
 
 /* Encode one image into one variant's temp file and publish it. */
@@ -508,12 +558,12 @@ static void write_variant(const pm__process_ctx *ctx, job_state *s, variant *v, 
         fail_output(v, rc, err, g_strdup("cannot create a temporary file"));
         goto out;
     }
-    target = vips_target_new_to_descriptor(temp.fd); /* dups the descriptor */
-    if (!target ||
-        save(img, target, v->format, ctx->opts, pv->quality, keep == PM_KEEP_NONE) != 0) {
-        char *text = take_vips_error();
-        int e = write_errno_in(text);
-        fail_output(v, e ? PM_ERR_WRITE : PM_ERR_ENCODE, e, text);
+    checked_fd cfd = {.fd = temp.fd};
+    target = checked_target(&cfd);
+    rc = save(img, target, v->format, ctx->opts, pv->quality, keep == PM_KEEP_NONE);
+    if (rc != 0 || cfd.err) { /* a failed write fails the output, even when the saver says not */
+        char *text = rc != 0 ? take_vips_error() : g_strdup("the encoder went on after it");
+        fail_output(v, cfd.err ? PM_ERR_WRITE : PM_ERR_ENCODE, cfd.err, text);
         goto out;
     }
     VIPS_UNREF(target);

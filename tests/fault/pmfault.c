@@ -6,6 +6,8 @@
  *   PM_FAULT_ERRNO=N              errno to fail with (default EIO)
  *   PM_FAULT_MATCH=TEXT           rename: only when the final name contains TEXT
  *   PM_FAULT_AFTER=N              write: let N bytes through per file first (a disk filling up)
+ *   PM_FAULT=write-once           the write crossing byte PM_FAULT_AFTER is short, the next one
+ *                                 fails, later ones succeed (once per process)
  *   PM_FAULT_LOG=FILE             fsync of a temp: append "main" or "thread" to FILE, as the
  *                                 caller is the process's first thread or another one
  */
@@ -55,6 +57,24 @@ ssize_t write(int fd, const void *buf, size_t n)
         if (!after || pos >= atoll(after)) {
             errno = fault_errno();
             return -1;
+        }
+    }
+    /* write-once: the write that crosses PM_FAULT_AFTER writes part of its bytes, the next
+     * fails, and every later write succeeds, as on a full disk where another file's space is
+     * freed meanwhile. Once per process. */
+    static int fired; /* 0, 1 after the short write, 2 after the failure */
+    if (want("write-once") && fired < 2 && is_temp_fd(fd)) {
+        const char *after = getenv("PM_FAULT_AFTER");
+        off_t pos = lseek(fd, 0, SEEK_CUR), at = after ? atoll(after) : 0;
+        if (fired == 1) {
+            fired = 2;
+            errno = fault_errno();
+            return -1;
+        }
+        if (pos + (off_t)n > at && n > 1) {
+            fired = 1;
+            size_t part = at > pos ? (size_t)(at - pos) : n / 2;
+            return real(fd, buf, part < n ? part : n / 2);
         }
     }
     return real(fd, buf, n);
