@@ -9,7 +9,9 @@
 #   e  srcset: widths 320/640/1280 x WebP+AVIF per photo, every encoder at effort 4 (pixmill's
 #      default), AVIF 4:2:0
 # Workload a also times decoding alone, the bound: `djpeg -scale 1/8` on every photo, P at once
-# (tool decode-only; it writes nothing).
+# (tool decode-only; it writes nothing). Workload c also times libvips alone (tool
+# libvips-floor, tests/bench/floor.c): P processes, each thumbnailing every P-th file in a loop,
+# as vipsthumbnail does per file, with no process start per file and nothing else.
 #   c  many small files (PNG and JPEG under 100 KB) to 128 px JPEG Q80
 #   d  a mixed set (progressive JPEG, large PNG, WebP, AVIF, HEIC) to 256 px JPEG Q80
 # Environment (defaults in brackets): P parallelism [2], ROUNDS [3], PHOTO_COPIES [12] (x43
@@ -64,6 +66,8 @@ fi
 work=$(mktemp -d /tmp/pixmill-peers.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 cc -O2 -o "$work/treepeak" "$here/treepeak.c" || exit 2
+# shellcheck disable=SC2046
+cc -O2 -o "$work/floor" "$here/floor.c" $(pkg-config --cflags --libs vips) || exit 2
 mkdir -p "$(dirname "$CSV")"
 
 # ---- the sets (copies, not links: pixmill makes a hard-linked file once) ----
@@ -179,6 +183,19 @@ run_tool() { # run_tool WORKLOAD TOOL ROUND
   vips-per-file)
     VIPS_CONCURRENCY=1 "$t" "$res" xargs -0 -P "$P" -n 1 -a "$list" vipsthumbnail \
       -s "${box}x${box}" -o "$out/%s.jpg[Q=80,strip]" ;;
+  libvips-floor)
+    # P processes, each on every P-th file, doing only what vipsthumbnail does per file (no
+    # process start a file, no temp, fsync or record): what libvips itself costs
+    VIPS_CONCURRENCY=1 "$t" "$res" sh -c '
+      for i in $(seq 0 $(($1 - 1))); do
+        mkdir -p "$3/$i"
+        tr "\0" "\n" <"$4" | awk -v i="$i" -v p="$1" "NR % p == i" | tr "\n" "\0" |
+          "$5" "$3/$i" "$2" &
+        pids="$pids $!"
+      done
+      rc=0
+      for p in $pids; do wait "$p" || rc=1; done
+      exit $rc' sh "$P" "$box" "$out" "$list" "$work/floor" ;;
   decode-only)
     "$t" "$res" xargs -0 -P "$P" -n "$k" -a "$list" sh -c \
       'for f; do djpeg -scale 1/8 -outfile /dev/null "$f" || exit 1; done' sh ;;
@@ -229,7 +246,7 @@ tools_for() {
   a) echo "pixmill vips-xargs vips-serial sharp-cli mogrify-tuned mogrify decode-only" ;;
   d) echo "pixmill vips-xargs vips-serial sharp-cli mogrify-tuned mogrify" ;;
   b | e) echo "pixmill vips-xargs sharp-cli" ;;
-  c) echo "pixmill vips-xargs vips-per-file sharp-cli mogrify-tuned" ;;
+  c) echo "pixmill vips-xargs vips-per-file sharp-cli mogrify-tuned libvips-floor" ;;
   esac
 }
 
