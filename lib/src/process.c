@@ -474,8 +474,23 @@ static const char *base_name(const char *name)
  * write fails too, and the output fails whatever the saver returns, with that errno. */
 typedef struct checked_fd {
     int fd;
-    int err; /* the first write's errno, 0 while all went well */
+    int err;            /* the first failed write's errno, 0 while all went well */
+    unsigned long sync; /* bumped after each call */
 } checked_fd;
+
+/* libvips calls these from its own threads and the worker reads err after the save; libvips
+ * orders them with GLib locks ThreadSanitizer cannot see, so the order is also made explicit:
+ * each call ends with a release, the worker begins with an acquire (checked_error). */
+static void checked_done(checked_fd *c)
+{
+    __atomic_fetch_add(&c->sync, 1, __ATOMIC_RELEASE);
+}
+
+static int checked_error(checked_fd *c)
+{
+    (void)__atomic_load_n(&c->sync, __ATOMIC_ACQUIRE);
+    return __atomic_load_n(&c->err, __ATOMIC_RELAXED);
+}
 
 static gint64 checked_write(VipsTargetCustom *t, const void *data, gint64 length, void *user)
 {
@@ -483,17 +498,21 @@ static gint64 checked_write(VipsTargetCustom *t, const void *data, gint64 length
     checked_fd *c = user;
     const char *p = data;
     gint64 left = length;
-    while (!c->err && left > 0) {
+    int err = __atomic_load_n(&c->err, __ATOMIC_RELAXED);
+    while (!err && left > 0) {
         ssize_t w = write(c->fd, p, (size_t)left);
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0)
-            c->err = w < 0 ? errno : EIO;
+            err = w < 0 ? errno : EIO;
         else
             p += w, left -= w;
     }
-    if (c->err) {
-        errno = c->err;
+    if (err)
+        __atomic_store_n(&c->err, err, __ATOMIC_RELAXED);
+    checked_done(c);
+    if (err) {
+        errno = err;
         return -1;
     }
     return length;
@@ -507,19 +526,27 @@ static gint64 checked_read(VipsTargetCustom *t, void *buf, gint64 length, void *
     do
         n = read(c->fd, buf, (size_t)length);
     while (n < 0 && errno == EINTR);
+    int e = errno;
+    checked_done(c);
+    errno = e;
     return n;
 }
 
 static gint64 checked_seek(VipsTargetCustom *t, gint64 offset, int whence, void *user)
 {
     (void)t;
-    return lseek(((checked_fd *)user)->fd, (off_t)offset, whence);
+    checked_fd *c = user;
+    off_t at = lseek(c->fd, (off_t)offset, whence);
+    int e = errno;
+    checked_done(c);
+    errno = e;
+    return at;
 }
 
 static int checked_end(VipsTargetCustom *t, void *user)
 {
     (void)t;
-    return ((checked_fd *)user)->err ? -1 : 0;
+    return checked_error(user) ? -1 : 0;
 }
 
 static VipsTarget *checked_target(checked_fd *c)
@@ -561,9 +588,10 @@ static void write_variant(const pm__process_ctx *ctx, job_state *s, variant *v, 
     checked_fd cfd = {.fd = temp.fd};
     target = checked_target(&cfd);
     rc = save(img, target, v->format, ctx->opts, pv->quality, keep == PM_KEEP_NONE);
-    if (rc != 0 || cfd.err) { /* a failed write fails the output, even when the saver says not */
+    int werr = checked_error(&cfd);
+    if (rc != 0 || werr) { /* a failed write fails the output, even when the saver says not */
         char *text = rc != 0 ? take_vips_error() : g_strdup("the encoder went on after it");
-        fail_output(v, cfd.err ? PM_ERR_WRITE : PM_ERR_ENCODE, cfd.err, text);
+        fail_output(v, werr ? PM_ERR_WRITE : PM_ERR_ENCODE, werr, text);
         goto out;
     }
     VIPS_UNREF(target);
