@@ -96,6 +96,8 @@ int pm__publish_begin(pm__temp *t, int dirfd, int *sys_errno);
  * failure the temp is removed. */
 int pm__publish_commit(pm__temp *t, const char *final_name, int noreplace, int *sys_errno);
 void pm__publish_abort(pm__temp *t);
+/* write(2) all of buf, through short writes and EINTR: 0, or the errno (EIO for a write of 0). */
+int pm__write_all(int fd, const void *buf, size_t len);
 
 /* ---- template.c: output names ---- */
 #define PM__TEMPLATE_MAX 1024

@@ -496,18 +496,9 @@ static gint64 checked_write(VipsTargetCustom *t, const void *data, gint64 length
 {
     (void)t;
     checked_fd *c = user;
-    const char *p = data;
-    gint64 left = length;
     int err = __atomic_load_n(&c->err, __ATOMIC_RELAXED);
-    while (!err && left > 0) {
-        ssize_t w = write(c->fd, p, (size_t)left);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            err = w < 0 ? errno : EIO;
-        else
-            p += w, left -= w;
-    }
+    if (!err)
+        err = pm__write_all(c->fd, data, (size_t)length);
     if (err)
         __atomic_store_n(&c->err, err, __ATOMIC_RELAXED);
     checked_done(c);

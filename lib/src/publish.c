@@ -113,6 +113,21 @@ static int rename_noreplace(int dirfd, const char *from, const char *to)
     return 0;
 }
 
+int pm__write_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return w < 0 ? errno : EIO;
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
 int pm__publish_commit(pm__temp *t, const char *final_name, int noreplace, int *sys_errno)
 {
     if (fsync(t->fd) != 0) {

@@ -287,21 +287,10 @@ int pm__manifest_write(pm__manifest *m, const char *path, int *sys_errno)
     if (dirfd < 0) {
         *sys_errno = errno;
     } else if (pm__publish_begin(&t, dirfd, sys_errno) == PM_OK) {
-        size_t left = strlen(text);
-        const char *p = text;
-        int ok = 1;
-        while (left > 0 && ok) {
-            ssize_t w = write(t.fd, p, left);
-            if (w < 0 && errno == EINTR)
-                continue;
-            ok = w > 0;
-            if (ok) {
-                p += w;
-                left -= (size_t)w;
-            } else {
-                *sys_errno = errno;
-            }
-        }
+        int e = pm__write_all(t.fd, text, strlen(text));
+        int ok = e == 0;
+        if (e)
+            *sys_errno = e;
         if (ok && write(t.fd, "\n", 1) == 1 && pm__publish_commit(&t, base, 0, sys_errno) == PM_OK)
             rc = PM_OK;
         else

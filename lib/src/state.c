@@ -217,20 +217,11 @@ int pm__state_save(int rootfd, const char *dir_rel, const char *name, const pm__
     if (rc == PM_OK)
         rc = pm__publish_begin(&t, dirfd, sys_errno);
     if (rc == PM_OK) {
-        const char *p = text->str;
-        size_t left = text->len;
-        while (left > 0) {
-            ssize_t w = write(t.fd, p, left);
-            if (w < 0 && errno == EINTR)
-                continue;
-            if (w <= 0) {
-                *sys_errno = w < 0 ? errno : EIO;
-                pm__publish_abort(&t);
-                rc = PM_ERR_STATE;
-                break;
-            }
-            p += w;
-            left -= (size_t)w;
+        int e = pm__write_all(t.fd, text->str, text->len);
+        if (e) {
+            *sys_errno = e;
+            pm__publish_abort(&t);
+            rc = PM_ERR_STATE;
         }
         if (rc == PM_OK)
             rc = pm__publish_commit(&t, name, 0, sys_errno);
