@@ -1179,6 +1179,33 @@ static int decode_once(const pm__process_ctx *ctx, job_state *s, pm__result *r)
     return rc;
 }
 
+/* The pipeline computed into a new memory image, on this thread, with its metadata. Not
+ * vips_image_copy_memory(): that runs the pipeline on a libvips pool thread while this one
+ * waits, and two workers in one process doing so lost much of their speed on small images to
+ * the hand-offs (tests/bench/README.md, "Decoding on the worker's thread"). Strips as high as
+ * a libvips sink would ask for, top to bottom, so sequential loaders and the caches between
+ * stages work as they do under a sink. */
+static VipsImage *compute_here(VipsImage *in)
+{
+    int tile_w, tile_h, strip_h;
+    vips_get_tile_size(in, &tile_w, &tile_h, &strip_h);
+    VipsImage *out = vips_image_new_memory();
+    VipsRegion *region = vips_region_new(in);
+    int rc = vips_image_pipelinev(out, VIPS_DEMAND_STYLE_THINSTRIP, in, NULL);
+    for (int top = 0; !rc && top < in->Ysize; top += strip_h) {
+        VipsRect strip = {0, top, in->Xsize, MIN(strip_h, in->Ysize - top)};
+        rc = vips_region_prepare(region, &strip);
+        for (int y = top; !rc && y < top + strip.height; y++)
+            rc = vips_image_write_line(out, y, VIPS_REGION_ADDR(region, 0, y));
+    }
+    g_object_unref(region);
+    if (rc) {
+        g_object_unref(out);
+        return NULL;
+    }
+    return out;
+}
+
 static int decode_in_memory(const pm__process_ctx *ctx, job_state *s, pm__result *r)
 {
     /* One decode at the largest scale any output needs, straight to exact dimensions
@@ -1229,7 +1256,7 @@ static int decode_in_memory(const pm__process_ctx *ctx, job_state *s, pm__result
     }
     /* Decode now, into memory (at most the largest output): decoding is lazy, so otherwise a
      * truncated source would fail only inside a saver, and each output would decode again. */
-    s->decoded = vips_image_copy_memory(thumb);
+    s->decoded = compute_here(thumb);
     g_object_unref(thumb);
     r->ev.decodes = 1;
     if (!s->decoded) {
