@@ -8,6 +8,7 @@
 #include <check.h>
 #include <sched.h>
 #include <stdint.h>
+#include <unistd.h>
 #include <stdlib.h>
 
 static long items_total(void)
@@ -140,6 +141,40 @@ START_TEST(test_push_blocks_when_full)
     ck_assert_ptr_eq(item, (void *)2);
     ck_assert_int_eq(pm__queue_pop(q, &item), PM_OK);
     ck_assert_ptr_eq(item, (void *)3);
+    pm__queue_destroy(q);
+}
+END_TEST
+
+/* A pusher that found the queue full stays asleep until half is free, then goes in behind
+ * what is left: the scanner is woken once per half a queue, not once per file. */
+START_TEST(test_full_pusher_waits_for_half)
+{
+    pm__queue *q;
+    ck_assert_int_eq(pm__queue_create(&q, 8), PM_OK);
+    for (uintptr_t i = 1; i <= 8; i++)
+        ck_assert_int_eq(pm__queue_push(q, (void *)i), PM_OK);
+    one_op o = {q, (void *)9, 99};
+    pthread_t t;
+    pthread_create(&t, NULL, push_one, &o);
+    WAIT_UNTIL(pm__queue_waiting_pushers(q) == 1);
+    void *item;
+    for (uintptr_t i = 1; i <= 3; i++) {
+        ck_assert_int_eq(pm__queue_pop(q, &item), PM_OK);
+        ck_assert_ptr_eq(item, (void *)i);
+    }
+    /* 5 left, above half: the pusher must not go in, however long it is given */
+    usleep(200 * 1000);
+    ck_assert_uint_eq(pm__queue_length(q), 5);
+    ck_assert_uint_eq(pm__queue_waiting_pushers(q), 1);
+    ck_assert_int_eq(__atomic_load_n(&o.rc, __ATOMIC_SEQ_CST), 99);
+    ck_assert_int_eq(pm__queue_pop(q, &item), PM_OK); /* 4 left: half */
+    pthread_join(t, NULL);
+    ck_assert_int_eq(o.rc, PM_OK);
+    ck_assert_uint_eq(pm__queue_length(q), 5);
+    for (uintptr_t i = 5; i <= 9; i++) {
+        ck_assert_int_eq(pm__queue_pop(q, &item), PM_OK);
+        ck_assert_ptr_eq(item, (void *)i);
+    }
     pm__queue_destroy(q);
 }
 END_TEST
@@ -360,6 +395,7 @@ int main(void)
     TCase *b = tcase_create("blocking");
     tcase_set_timeout(b, 30);
     tcase_add_test(b, test_push_blocks_when_full);
+    tcase_add_test(b, test_full_pusher_waits_for_half);
     tcase_add_test(b, test_pop_blocks_when_empty);
     tcase_add_test(b, test_close_drains_backlog);
     tcase_add_test(b, test_close_wakes_blocked_pushers);

@@ -14,7 +14,8 @@ typedef struct pm__queue pm__queue;
 
 int pm__queue_create(pm__queue **out, size_t capacity);
 void pm__queue_destroy(pm__queue *q); /* items still inside are not freed */
-/* Blocks while full. 0 on success (ownership passes), PM_ERR_CANCELLED once closed. */
+/* Finding it full, blocks until half is free (one wake-up per half a queue, not per item).
+ * 0 on success (ownership passes), PM_ERR_CANCELLED once closed. */
 int pm__queue_push(pm__queue *q, void *item);
 /* Blocks while empty and open. 0 with *item set; PM_ERR_CANCELLED when closed and drained. */
 int pm__queue_pop(pm__queue *q, void **item);
