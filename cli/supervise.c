@@ -338,6 +338,10 @@ static void free_inflight(gpointer p)
  * engine is killed, and a short engine sweeps its temps. */
 #define DRAIN_GRACE 10.0
 
+/* How long the supervisor lets journal lines gather before it reads them: the delay of a line
+ * on screen and of a timeout, at most. */
+#define JOURNAL_NAP_MS 10
+
 /* Runs one engine to its end: reads its journal, kills it when a source passes the timeout or
  * the drain its grace, forwards signals sent to the supervisor. */
 static void run_engine(const sup_config *cfg, engine_run *er, int sigfd, int *user_signal)
@@ -420,6 +424,13 @@ static void run_engine(const sup_config *cfg, engine_run *er, int sigfd, int *us
                 *nl = '\0';
                 take_line(cfg, er, buf->str, now());
                 g_string_erase(buf, 0, (gssize)(nl - buf->str) + 1);
+            }
+            /* The engine writes two lines a file: waking for each cost both processes a
+             * context switch per line. Nap a little (a signal ends the nap) and read what
+             * came meanwhile in one go. */
+            if ((size_t)got < sizeof(chunk)) {
+                struct pollfd sig = {sigfd, POLLIN, 0};
+                poll(&sig, 1, wait_ms >= 0 && wait_ms < JOURNAL_NAP_MS ? wait_ms : JOURNAL_NAP_MS);
             }
         }
     }
