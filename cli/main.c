@@ -474,6 +474,11 @@ int main(int argc, char **argv)
     long long v;
     int ch;
     opterr = 0;
+    /* stderr is unbuffered: every character of a message was its own write, and 200,000
+     * failures kept the supervisor busy writing long after the engine was done. One write a
+     * line; each line is whole when stdout and stderr share a terminal. */
+    static char stderr_buf[BUFSIZ];
+    setvbuf(stderr, stderr_buf, _IOLBF, sizeof(stderr_buf));
     atexit(free_at_exit);
     /* getopt permutes argv: the supervisor hands its engine the command line as given */
     given = g_strdupv(argv);

@@ -216,6 +216,36 @@ START_TEST(test_hostile_name_printed_escaped)
 }
 END_TEST
 
+/* Each failure line on stderr goes out in one write: stderr is unbuffered by default, and a
+ * write per character had kept the supervisor busy for seconds after 50,000 failures. */
+START_TEST(test_failure_lines_written_whole)
+{
+    for (int i = 0; i < 40; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "empty-%02d.png", i);
+        char *p = pmt_path(in, name);
+        ck_assert_int_eq(pmt_write_file(p, "", 0), 0);
+        free(p);
+    }
+    char *log = pmt_path(tmp, "writes.log");
+    const char *argv[] = {"/usr/bin/strace", "-f", "-qq", "-e", "trace=write", "-o", log,
+                          pmt_pixmill(),     "-j", "1",   "-o", out,           in,   NULL};
+    pmt_no_leak_check_when_traced();
+    char *err = NULL;
+    ck_assert_int_eq(pmt_run_argv(argv, &err), 1);
+    ck_assert_msg(strstr(err, "40 failed"), "%s", err);
+    char *text = pmt_read_file(log, NULL);
+    int writes = 0;
+    gchar **lines = g_strsplit(text, "\n", -1);
+    for (int i = 0; lines[i]; i++)
+        writes += strstr(lines[i], " write(2, ") != NULL;
+    /* 40 failure lines and the summary: one write each */
+    ck_assert_msg(writes == 41, "%d writes to stderr for 41 lines", writes);
+    g_strfreev(lines);
+    free(text), free(log), free(err);
+}
+END_TEST
+
 START_TEST(test_truncated_fails_every_time)
 {
     image("whole.jpg", 1200, 900, 3);
@@ -450,6 +480,7 @@ int main(void)
     tcase_add_test(tc, test_bad_files_fail_alone);
     tcase_add_test(tc, test_hostile_name_printed_escaped);
     tcase_add_test(tc, test_truncated_fails_every_time);
+    tcase_add_test(tc, test_failure_lines_written_whole);
     tcase_add_test(tc, test_output_inside_input_not_reingested);
     tcase_add_test(tc, test_output_equal_to_input_refuses);
     tcase_add_test(tc, test_output_symlink_replaced_not_followed);

@@ -265,14 +265,7 @@ static long long read_bytes_for(const char *src, const char *outdir, const char 
     argv[n++] = outdir;
     argv[n++] = src;
     argv[n] = NULL;
-    /* LeakSanitizer cannot run under ptrace: in a sanitizer build, no leak check while traced
-     * (this forked test process's environment only). */
-    const char *asan = getenv("ASAN_OPTIONS");
-    if (asan) {
-        char *opts = g_strdup_printf("%s:detect_leaks=0", asan);
-        setenv("ASAN_OPTIONS", opts, 1);
-        g_free(opts);
-    }
+    pmt_no_leak_check_when_traced();
     char *err;
     int rc = pmt_run_argv(argv, &err);
     ck_assert_msg(rc == 0, "exit %d: %s", rc, err);

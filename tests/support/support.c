@@ -351,6 +351,16 @@ int pmt_run(char *const argv[], char **out, char **err, struct rusage *ru)
     return -1;
 }
 
+void pmt_no_leak_check_when_traced(void)
+{
+    const char *asan = getenv("ASAN_OPTIONS");
+    if (asan && !strstr(asan, "detect_leaks=0")) {
+        char *opts = g_strdup_printf("%s:detect_leaks=0", asan);
+        setenv("ASAN_OPTIONS", opts, 1);
+        g_free(opts);
+    }
+}
+
 int pmt_run_argv(const char **argv, char **err)
 {
     char *e = NULL;

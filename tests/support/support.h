@@ -60,6 +60,9 @@ int pmt_pixmill_run(char **err, const char *first, ...);
 int pmt_pixmill_run_out(char **out, char **err, const char *first, ...);
 /* The same with a NULL-terminated argv whose argv[0] is the program to run. */
 int pmt_run_argv(const char **argv, char **err);
+/* Before running something under strace: LeakSanitizer cannot run under ptrace, so in a
+ * sanitizer build the leak check is turned off (this forked test process's environment only). */
+void pmt_no_leak_check_when_traced(void);
 /* Number of files whose name contains needle, below dir (recursive), outside pixmill's build
  * state (.pixmill/). */
 int pmt_count_files(const char *dir, const char *needle);
