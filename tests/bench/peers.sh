@@ -11,7 +11,9 @@
 # Workload a also times decoding alone, the bound: `djpeg -scale 1/8` on every photo, P at once
 # (tool decode-only; it writes nothing). Workload c also times libvips alone (tool
 # libvips-floor, tests/bench/floor.c): P processes, each thumbnailing every P-th file in a loop,
-# as vipsthumbnail does per file, with no process start per file and nothing else.
+# as vipsthumbnail does per file, with no process start per file and nothing else; and the same
+# as P threads of one process (libvips-floor-threads), with libvips' vector paths off as in
+# pixmill (two threads would race in liborc).
 #   c  many small files (PNG and JPEG under 100 KB) to 128 px JPEG Q80
 #   d  a mixed set (progressive JPEG, large PNG, WebP, AVIF, HEIC) to 256 px JPEG Q80
 # Environment (defaults in brackets): P parallelism [2], ROUNDS [3], PHOTO_COPIES [12] (x43
@@ -67,7 +69,7 @@ work=$(mktemp -d /tmp/pixmill-peers.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 cc -O2 -o "$work/treepeak" "$here/treepeak.c" || exit 2
 # shellcheck disable=SC2046
-cc -O2 -o "$work/floor" "$here/floor.c" $(pkg-config --cflags --libs vips) || exit 2
+cc -O2 -o "$work/floor" "$here/floor.c" $(pkg-config --cflags --libs vips) -lpthread || exit 2
 mkdir -p "$(dirname "$CSV")"
 
 # ---- the sets (copies, not links: pixmill makes a hard-linked file once) ----
@@ -196,6 +198,8 @@ run_tool() { # run_tool WORKLOAD TOOL ROUND
       rc=0
       for p in $pids; do wait "$p" || rc=1; done
       exit $rc' sh "$P" "$box" "$out" "$list" "$work/floor" ;;
+  libvips-floor-threads)
+    VIPS_CONCURRENCY=1 "$t" "$res" "$work/floor" "$out" "$box" "$P" <"$list" ;;
   decode-only)
     "$t" "$res" xargs -0 -P "$P" -n "$k" -a "$list" sh -c \
       'for f; do djpeg -scale 1/8 -outfile /dev/null "$f" || exit 1; done' sh ;;
@@ -246,7 +250,7 @@ tools_for() {
   a) echo "pixmill vips-xargs vips-serial sharp-cli mogrify-tuned mogrify decode-only" ;;
   d) echo "pixmill vips-xargs vips-serial sharp-cli mogrify-tuned mogrify" ;;
   b | e) echo "pixmill vips-xargs sharp-cli" ;;
-  c) echo "pixmill vips-xargs vips-per-file sharp-cli mogrify-tuned libvips-floor" ;;
+  c) echo "pixmill vips-xargs vips-per-file sharp-cli mogrify-tuned libvips-floor libvips-floor-threads" ;;
   esac
 }
 
