@@ -8,8 +8,8 @@
 #include <check.h>
 #include <sched.h>
 #include <stdint.h>
-#include <unistd.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 static long items_total(void)
 {

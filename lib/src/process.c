@@ -1181,10 +1181,10 @@ static int decode_once(const pm__process_ctx *ctx, job_state *s, pm__result *r)
 
 /* The pipeline computed into a new memory image, on this thread, with its metadata. Not
  * vips_image_copy_memory(): that runs the pipeline on a libvips pool thread while this one
- * waits, and two workers in one process doing so lost much of their speed on small images to
- * the hand-offs (tests/bench/README.md, "Decoding on the worker's thread"). Strips as high as
- * a libvips sink would ask for, top to bottom, so sequential loaders and the caches between
- * stages work as they do under a sink. */
+ * waits, and two workers in one process doing so lost about 12 % of their speed on small
+ * images to the hand-offs (README, levers table). Strips as high as a libvips sink would ask
+ * for, top to bottom, so sequential loaders and the caches between stages work as they do
+ * under a sink (one request for the whole image was slower on large outputs). */
 static VipsImage *compute_here(VipsImage *in)
 {
     int tile_w, tile_h, strip_h;
