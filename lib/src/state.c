@@ -224,7 +224,7 @@ int pm__state_save(int rootfd, const char *dir_rel, const char *name, const pm__
             rc = PM_ERR_STATE;
         }
         if (rc == PM_OK)
-            rc = pm__publish_commit(&t, name, 0, sys_errno);
+            rc = pm__publish_commit(&t, name, PM__PUBLISH_CACHE, sys_errno);
     }
     if (dirfd >= 0)
         close(dirfd);
