@@ -447,6 +447,12 @@ START_TEST(test_manifest_matches_disk)
     ck_assert_int_eq(run(NULL, NULL, "--manifest", m, "--name", "{stem}-{w}.{ext}", "-o", out, "-s",
                          "128", "-s", "64", "-f", "webp", "-f", "png", in, NULL),
                      0);
+    /* one text file: it ends with a newline, and only one */
+    size_t mlen;
+    char *mtext = pmt_read_file(m, &mlen);
+    ck_assert_msg(mtext && mlen > 2 && mtext[mlen - 1] == '\n' && mtext[mlen - 2] != '\n',
+                  "manifest does not end with exactly one newline");
+    free(mtext);
     /* jq agrees it is JSON */
     const char *jq[] = {"/usr/bin/jq", "-e", ".sources | length == 3", m, NULL};
     ck_assert_int_eq(pmt_run_argv(jq, NULL), 0);
