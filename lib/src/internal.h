@@ -93,7 +93,8 @@ int pm__publish_is_temp_name(const char *name);
 /* Opens (creating as needed, never through a symlink) the folder rel below rootfd. */
 int pm__publish_open_dir(int rootfd, const char *rel, int *out_fd, int *sys_errno);
 int pm__publish_begin(pm__temp *t, int dirfd, int *sys_errno);
-/* fsync, close, then rename to final. On any failure the temp is removed. */
+/* fsync (not with PM__PUBLISH_CACHE), close, then rename to final. On any failure the temp is
+ * removed. */
 enum {
     PM__PUBLISH_NOREPLACE = 1, /* refuse an existing final name */
     PM__PUBLISH_CACHE = 2      /* no fsync: a build record, whose every claim is checked

@@ -3,7 +3,9 @@
  * content hash, dimensions) and what was made from it (each output's name, the digest of the
  * options that made it, its size, mtime and hash). Records are read and written one source at
  * a time, so memory does not grow with the tree. A record is written after its outputs are
- * published, and atomically: an output without a record is never taken as current. */
+ * published, and atomically: an output without a record is never taken as current. It is not
+ * fsynced: a power cut may leave it missing, cut short or an older run's, and every claim in it
+ * is checked against the files when it is read, so such a record only costs a rebuild. */
 #define _GNU_SOURCE
 #include "internal.h"
 
