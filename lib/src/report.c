@@ -276,10 +276,8 @@ int pm__manifest_write(pm__manifest *m, const char *path, int *sys_errno)
     json_builder_end_object(jb);
     JsonNode *root = json_builder_get_root(jb);
     g_object_unref(jb);
-    char *pretty = node_to_string(root, 1);
+    char *text = node_to_string(root, 1);
     json_node_unref(root);
-    char *text = g_strconcat(pretty, "\n", NULL); /* a text file ends with a newline */
-    g_free(pretty);
 
     /* Atomically, beside its final name. */
     char *dir = g_path_get_dirname(path), *base = g_path_get_basename(path);
@@ -290,6 +288,8 @@ int pm__manifest_write(pm__manifest *m, const char *path, int *sys_errno)
         *sys_errno = errno;
     } else if (pm__publish_begin(&t, dirfd, sys_errno) == PM_OK) {
         int e = pm__write_all(t.fd, text, strlen(text));
+        if (!e)
+            e = pm__write_all(t.fd, "\n", 1); /* a text file ends with a newline */
         if (e)
             *sys_errno = e;
         if (!e && pm__publish_commit(&t, base, 0, sys_errno) == PM_OK)
