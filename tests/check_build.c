@@ -258,6 +258,57 @@ START_TEST(test_output_damaged_or_replaced_is_rebuilt)
 }
 END_TEST
 
+/* Build records are written without fsync (a cache, unlike outputs): after a power cut one
+ * may be missing, cut short, zeroed, or an older run's. Each is refused or found not to
+ * match, and the source is made again, never taken as current. */
+START_TEST(test_damaged_record_is_never_trusted)
+{
+    free(image("a.png", 200, 150, 3));
+    ck_assert_int_eq(run(NULL, NULL, "-o", out, SIZES, in, NULL), 0);
+    char *record = pmt_path(out, ".pixmill/state/a.png.st");
+    size_t old_len, len;
+    char *old = pmt_read_file(record, &old_len);
+    ck_assert_ptr_nonnull(old);
+    free(image("a.png", 180, 150, 3)); /* new content: the old record is an older run's */
+    ck_assert_int_eq(run(NULL, NULL, "-o", out, SIZES, in, NULL), 0);
+    char *good = pmt_read_file(record, &len);
+    ck_assert_ptr_nonnull(good);
+    char *zeros = g_malloc0(len);
+    struct {
+        const char *what;
+        const char *bytes;
+        size_t n;
+    } damage[] = {{"empty", "", 0},
+                  {"cut short", good, len / 2},
+                  {"zeroed", zeros, len},
+                  {"an older run's", old, old_len}};
+    for (size_t i = 0; i < sizeof(damage) / sizeof(damage[0]); i++) {
+        ck_assert_int_eq(pmt_write_file(record, damage[i].bytes, damage[i].n), 0);
+        char *o = NULL;
+        ck_assert_int_eq(run(&o, NULL, "--json", "-o", out, SIZES, in, NULL), 0);
+        tally t = count_events(o);
+        ck_assert_msg(t.done == 1 && t.up_to_date == 0, "record %s: %d done, %d up to date",
+                      damage[i].what, t.done, t.up_to_date);
+        free(o);
+        char *a64 = pmt_path(out, "a-64.webp");
+        int w, h, alpha;
+        ck_assert_int_eq(pmt_webp_decode(a64, &w, &h, &alpha), 0);
+        ck_assert_int_eq(w, 64);
+        ck_assert_int_eq(h, 53); /* from the new 180x150 source */
+        free(a64);
+    }
+    /* and the record written last is whole again: the next run does nothing */
+    char *o = NULL;
+    ck_assert_int_eq(run(&o, NULL, "--json", "-o", out, SIZES, in, NULL), 0);
+    tally t = count_events(o);
+    ck_assert_int_eq(t.up_to_date, 1);
+    ck_assert_int_eq(t.current, 4);
+    free(o);
+    g_free(zeros);
+    free(old), free(good), free(record);
+}
+END_TEST
+
 START_TEST(test_prune_only_ours)
 {
     char *a = image("a.png", 100, 80, 3);
@@ -396,6 +447,12 @@ START_TEST(test_manifest_matches_disk)
     ck_assert_int_eq(run(NULL, NULL, "--manifest", m, "--name", "{stem}-{w}.{ext}", "-o", out, "-s",
                          "128", "-s", "64", "-f", "webp", "-f", "png", in, NULL),
                      0);
+    /* one text file: it ends with a newline, and only one */
+    size_t mlen;
+    char *mtext = pmt_read_file(m, &mlen);
+    ck_assert_msg(mtext && mlen > 2 && mtext[mlen - 1] == '\n' && mtext[mlen - 2] != '\n',
+                  "manifest does not end with exactly one newline");
+    free(mtext);
     /* jq agrees it is JSON */
     const char *jq[] = {"/usr/bin/jq", "-e", ".sources | length == 3", m, NULL};
     ck_assert_int_eq(pmt_run_argv(jq, NULL), 0);
@@ -709,6 +766,7 @@ static Suite *suite(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_incremental);
     tcase_add_test(tc, test_output_damaged_or_replaced_is_rebuilt);
+    tcase_add_test(tc, test_damaged_record_is_never_trusted);
     tcase_add_test(tc, test_prune_only_ours);
     tcase_add_test(tc, test_sigkill_then_rerun);
     tcase_add_test(tc, test_manifest_matches_disk);

@@ -93,9 +93,14 @@ int pm__publish_is_temp_name(const char *name);
 /* Opens (creating as needed, never through a symlink) the folder rel below rootfd. */
 int pm__publish_open_dir(int rootfd, const char *rel, int *out_fd, int *sys_errno);
 int pm__publish_begin(pm__temp *t, int dirfd, int *sys_errno);
-/* fsync, close, then rename to final; noreplace refuses an existing final name. On any
- * failure the temp is removed. */
-int pm__publish_commit(pm__temp *t, const char *final_name, int noreplace, int *sys_errno);
+/* fsync (not with PM__PUBLISH_CACHE), close, then rename to final. On any failure the temp is
+ * removed. */
+enum {
+    PM__PUBLISH_NOREPLACE = 1, /* refuse an existing final name */
+    PM__PUBLISH_CACHE = 2      /* no fsync: a build record, whose every claim is checked
+                                  against the files when read (state.c) */
+};
+int pm__publish_commit(pm__temp *t, const char *final_name, int flags, int *sys_errno);
 void pm__publish_abort(pm__temp *t);
 /* write(2) all of buf, through short writes and EINTR: 0, or the errno (EIO for a write of 0). */
 int pm__write_all(int fd, const void *buf, size_t len);

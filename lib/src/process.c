@@ -1539,7 +1539,8 @@ static void publish_variant(const pm__process_ctx *ctx, job_state *s, variant *v
         v->temp.name[0] = '\0'; /* not ours to remove any more */
         return;
     }
-    rc = pm__publish_commit(&v->temp, base_name(v->name), ctx->overlap && !v->ours, &err);
+    rc = pm__publish_commit(&v->temp, base_name(v->name),
+                            ctx->overlap && !v->ours ? PM__PUBLISH_NOREPLACE : 0, &err);
     if (rc != PM_OK)
         fail_output(v, rc, err, NULL);
     v->temp.name[0] = '\0';

@@ -128,9 +128,9 @@ int pm__write_all(int fd, const void *buf, size_t len)
     return 0;
 }
 
-int pm__publish_commit(pm__temp *t, const char *final_name, int noreplace, int *sys_errno)
+int pm__publish_commit(pm__temp *t, const char *final_name, int flags, int *sys_errno)
 {
-    if (fsync(t->fd) != 0) {
+    if (!(flags & PM__PUBLISH_CACHE) && fsync(t->fd) != 0) {
         *sys_errno = errno;
         pm__publish_abort(t);
         return PM_ERR_WRITE;
@@ -142,8 +142,8 @@ int pm__publish_commit(pm__temp *t, const char *final_name, int noreplace, int *
         pm__publish_abort(t);
         return PM_ERR_WRITE;
     }
-    rc = noreplace ? rename_noreplace(t->dirfd, t->name, final_name)
-                   : renameat(t->dirfd, t->name, t->dirfd, final_name);
+    rc = (flags & PM__PUBLISH_NOREPLACE) ? rename_noreplace(t->dirfd, t->name, final_name)
+                                         : renameat(t->dirfd, t->name, t->dirfd, final_name);
     if (rc != 0) {
         *sys_errno = errno;
         pm__publish_abort(t);

@@ -288,10 +288,11 @@ int pm__manifest_write(pm__manifest *m, const char *path, int *sys_errno)
         *sys_errno = errno;
     } else if (pm__publish_begin(&t, dirfd, sys_errno) == PM_OK) {
         int e = pm__write_all(t.fd, text, strlen(text));
-        int ok = e == 0;
+        if (!e)
+            e = pm__write_all(t.fd, "\n", 1); /* a text file ends with a newline */
         if (e)
             *sys_errno = e;
-        if (ok && write(t.fd, "\n", 1) == 1 && pm__publish_commit(&t, base, 0, sys_errno) == PM_OK)
+        if (!e && pm__publish_commit(&t, base, 0, sys_errno) == PM_OK)
             rc = PM_OK;
         else
             pm__publish_abort(&t);

@@ -3,7 +3,9 @@
  * content hash, dimensions) and what was made from it (each output's name, the digest of the
  * options that made it, its size, mtime and hash). Records are read and written one source at
  * a time, so memory does not grow with the tree. A record is written after its outputs are
- * published, and atomically: an output without a record is never taken as current. */
+ * published, and atomically: an output without a record is never taken as current. It is not
+ * fsynced: a power cut may leave it missing, cut short or an older run's, and every claim in it
+ * is checked against the files when it is read, so such a record only costs a rebuild. */
 #define _GNU_SOURCE
 #include "internal.h"
 
@@ -224,7 +226,7 @@ int pm__state_save(int rootfd, const char *dir_rel, const char *name, const pm__
             rc = PM_ERR_STATE;
         }
         if (rc == PM_OK)
-            rc = pm__publish_commit(&t, name, 0, sys_errno);
+            rc = pm__publish_commit(&t, name, PM__PUBLISH_CACHE, sys_errno);
     }
     if (dirfd >= 0)
         close(dirfd);

@@ -34,6 +34,14 @@ static int fault_errno(void)
     return e ? atoi(e) : EIO;
 }
 
+/* A path whose last part is one of pixmill's temp names (".pixmill-<hex>.tmp"). */
+static int is_temp_name(const char *path)
+{
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    return strncmp(base, ".pixmill-", 9) == 0 && strstr(base, ".tmp");
+}
+
 static int is_temp_fd(int fd)
 {
     char link[64], target[4096];
@@ -42,8 +50,7 @@ static int is_temp_fd(int fd)
     if (n <= 0)
         return 0;
     target[n] = '\0';
-    const char *base = strrchr(target, '/');
-    return base && strncmp(base + 1, ".pixmill-", 9) == 0 && strstr(base, ".tmp");
+    return is_temp_name(target);
 }
 
 ssize_t write(int fd, const void *buf, size_t n)
@@ -103,9 +110,7 @@ int fsync(int fd)
 static int rename_fails(const char *from, const char *to)
 {
     const char *m = getenv("PM_FAULT_MATCH");
-    const char *base = strrchr(from, '/');
-    base = base ? base + 1 : from;
-    return want("rename") && strncmp(base, ".pixmill-", 9) == 0 && (!m || strstr(to, m));
+    return want("rename") && is_temp_name(from) && (!m || strstr(to, m));
 }
 
 int renameat(int olddirfd, const char *from, int newdirfd, const char *to)
@@ -135,10 +140,7 @@ int renameat2(int olddirfd, const char *from, int newdirfd, const char *to, unsi
 
 static int reopen_fails(const char *path, int flags)
 {
-    const char *base = strrchr(path, '/');
-    base = base ? base + 1 : path;
-    return want("reopen") && (flags & (O_ACCMODE | O_CREAT)) == O_RDONLY &&
-           strncmp(base, ".pixmill-", 9) == 0 && strstr(base, ".tmp");
+    return want("reopen") && (flags & (O_ACCMODE | O_CREAT)) == O_RDONLY && is_temp_name(path);
 }
 
 int openat(int dirfd, const char *path, int flags, ...)
