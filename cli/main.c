@@ -400,7 +400,7 @@ static char **given; /* argv as given, for the engine; freed at exit like the re
  * freed (to twice its size, with M_MMAP_THRESHOLD at its size). Photos free such a block with
  * their first decode; a run of small images never does, so each file's buffers went back to
  * the kernel and were faulted in again (200 small files: 231 madvise and 83 brk calls; 1,000:
- * 15 % of the run's CPU). Freeing one 4 MiB block that malloc mmaps starts the run where glibc
+ * 17 % of the run's CPU). Freeing one 4 MiB block that malloc mmaps starts the run where glibc
  * would be after a large image (mmap above 4 MiB, trim above 8 MiB) and leaves both adaptive;
  * fixing them with mallopt would stop the adapting (photos 40-60 % slower, issue 6 note).
  * Skipped when the user set either threshold. */

@@ -719,6 +719,53 @@ START_TEST(test_stale_temps_swept)
 }
 END_TEST
 
+/* The root's probe (a temp made and removed at the start, to prove files can be created there)
+ * is made under the root's lock. Made before it, a run sweeping a dead run's temps (it holds the
+ * lock alone) could take another run's live probe for one: it did, with one engine a core
+ * ("3 stale temps removed" where the dead run had left 2). The thread of each engine that takes
+ * the lock makes the probe: there the shared lock must come before the first temp. (strace -f
+ * names threads; the workers make no probe and take no lock.) */
+START_TEST(test_root_probe_under_lock)
+{
+    free(image("a.png", 100, 80, 3));
+    char *log = pmt_path(tmp, "probe.log");
+    char *e = NULL;
+    ck_assert_int_eq(pmt_pixmill_traced("flock,openat", log, &e, "-o", out, SIZES, in, NULL), 0);
+    char *text = pmt_read_file(log, NULL);
+    ck_assert_ptr_nonnull(text);
+    gchar **lines = g_strsplit(text, "\n", -1);
+    GHashTable *first_temp = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    GHashTable *first_lock = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    for (int i = 0; lines[i]; i++) {
+        char *tid = g_strndup(lines[i], strcspn(lines[i], " "));
+        GHashTable *t = strstr(lines[i], " flock(") && strstr(lines[i], "LOCK_SH") ? first_lock
+                        : strstr(lines[i], " openat(") && strstr(lines[i], "\".pixmill-")
+                            ? first_temp
+                            : NULL;
+        if (t && !g_hash_table_contains(t, tid))
+            g_hash_table_insert(t, g_strdup(tid), GINT_TO_POINTER(i + 1));
+        g_free(tid);
+    }
+    int both = 0;
+    GHashTableIter it;
+    gpointer tid, lock_line;
+    g_hash_table_iter_init(&it, first_lock);
+    while (g_hash_table_iter_next(&it, &tid, &lock_line)) {
+        int temp_line = GPOINTER_TO_INT(g_hash_table_lookup(first_temp, tid));
+        if (!temp_line)
+            continue;
+        both++;
+        ck_assert_msg(GPOINTER_TO_INT(lock_line) < temp_line, "a temp before the root's lock: %s",
+                      lines[temp_line - 1]);
+    }
+    ck_assert_int_ge(both, 1);
+    g_hash_table_destroy(first_temp);
+    g_hash_table_destroy(first_lock);
+    g_strfreev(lines);
+    free(text), free(log), free(e);
+}
+END_TEST
+
 START_TEST(test_json_streams_while_running)
 {
     /* Four slow sources: their events (~1.7 KB) fit in one stdio buffer, so unless each line is
@@ -777,6 +824,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_failure_is_never_up_to_date);
     tcase_add_test(tc, test_json_streams_while_running);
     tcase_add_test(tc, test_stale_temps_swept);
+    tcase_add_test(tc, test_root_probe_under_lock);
     suite_add_tcase(s, tc);
     return s;
 }

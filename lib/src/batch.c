@@ -789,8 +789,8 @@ static void post_fatal(pm_batch *b, pm_event_cb cb, void *ud, int status, int er
     post_fatal_path(b, b->output_dir, cb, ud, status, err);
 }
 
-/* Create the output root if needed, open it, and prove we can create files in it. A dry run
- * creates nothing: a missing root is a root with nothing in it yet (*out_fd -1). */
+/* Create the output root if needed and open it. A dry run creates nothing: a missing root is a
+ * root with nothing in it yet (*out_fd -1). */
 static int open_output_root(pm_batch *b, int *out_fd, int *sys_errno)
 {
     *out_fd = -1;
@@ -812,13 +812,19 @@ static int open_output_root(pm_batch *b, int *out_fd, int *sys_errno)
         *sys_errno = errno;
         return PM_ERR_OUTPUT_DIR;
     }
-    pm__temp probe;
-    if (pm__publish_begin(&probe, fd, sys_errno) != PM_OK) {
-        close(fd);
-        return PM_ERR_OUTPUT_DIR;
-    }
-    pm__publish_abort(&probe);
     *out_fd = fd;
+    return PM_OK;
+}
+
+/* Proves that files can be created in the root: a temp, at once removed. Made under the root's
+ * lock (after pm__root_begin): a run sweeping a dead run's temps holds that lock alone, so it
+ * never takes a live probe for one of them. */
+static int probe_output_root(int rootfd, int *sys_errno)
+{
+    pm__temp probe;
+    if (pm__publish_begin(&probe, rootfd, sys_errno) != PM_OK)
+        return PM_ERR_OUTPUT_DIR;
+    pm__publish_abort(&probe);
     return PM_OK;
 }
 
@@ -922,9 +928,18 @@ int pm_batch_run(pm_batch *b, pm_event_cb on_event, void *user_data, pm_summary 
         goto done;
     }
     int lockfd = -1, swept = 0;
-    if (rootfd >= 0 && !b->opts.dry_run)
+    if (rootfd >= 0 && !b->opts.dry_run) {
         pm__root_begin(rootfd, &lockfd, &swept);
-    sum.temps_swept = (uint64_t)swept;
+        sum.temps_swept = (uint64_t)swept;
+        rc = probe_output_root(rootfd, &err);
+        if (rc != PM_OK) {
+            post_fatal(b, on_event, user_data, rc, err);
+            pm__root_end(rootfd, lockfd);
+            free(out_real);
+            close(rootfd);
+            goto done;
+        }
+    }
     b->cwd = g_get_current_dir();
     hash_profile_file(b);
     b->ctx.opts = &b->opts;

@@ -372,10 +372,13 @@ int pmt_run_argv(const char **argv, char **err)
     return rc;
 }
 
-static int pixmill_runv(char **out, char **err, const char *first, va_list ap)
+static int pixmill_runv(const char *const *prefix, char **out, char **err, const char *first,
+                        va_list ap)
 {
     const char *argv[64];
     int n = 0;
+    for (; prefix && prefix[n]; n++)
+        argv[n] = prefix[n];
     argv[n++] = pmt_pixmill();
     for (const char *a = first; a && n < 63; a = va_arg(ap, const char *))
         argv[n++] = a;
@@ -395,7 +398,7 @@ int pmt_pixmill_run(char **err, const char *first, ...)
 {
     va_list ap;
     va_start(ap, first);
-    int rc = pixmill_runv(NULL, err, first, ap);
+    int rc = pixmill_runv(NULL, NULL, err, first, ap);
     va_end(ap);
     return rc;
 }
@@ -404,9 +407,34 @@ int pmt_pixmill_run_out(char **out, char **err, const char *first, ...)
 {
     va_list ap;
     va_start(ap, first);
-    int rc = pixmill_runv(out, err, first, ap);
+    int rc = pixmill_runv(NULL, out, err, first, ap);
     va_end(ap);
     return rc;
+}
+
+int pmt_pixmill_traced(const char *calls, const char *log, char **err, const char *first, ...)
+{
+    char *trace = g_strdup_printf("trace=%s", calls);
+    const char *prefix[] = {"/usr/bin/strace", "-f", "-qq", "-s256", "-e", trace, "-o", log, NULL};
+    pmt_no_leak_check_when_traced();
+    va_list ap;
+    va_start(ap, first);
+    int rc = pixmill_runv(prefix, NULL, err, first, ap);
+    va_end(ap);
+    g_free(trace);
+    return rc;
+}
+
+int pmt_count_lines(const char *path, const char *needle)
+{
+    char *text = pmt_read_file(path, NULL);
+    int n = 0;
+    gchar **lines = g_strsplit(text ? text : "", "\n", -1);
+    for (int i = 0; lines[i]; i++)
+        n += strstr(lines[i], needle) != NULL;
+    g_strfreev(lines);
+    free(text);
+    return n;
 }
 
 char *pmt_make_image(const char *dir, const char *rel, int width, int height, int bands)

@@ -63,6 +63,11 @@ int pmt_run_argv(const char **argv, char **err);
 /* Before running something under strace: LeakSanitizer cannot run under ptrace, so in a
  * sanitizer build the leak check is turned off (this forked test process's environment only). */
 void pmt_no_leak_check_when_traced(void);
+/* Runs pixmill as pmt_pixmill_run does, under "strace -f -e trace=CALLS -o LOG" (CALLS such as
+ * "execve" or "madvise,brk"; strings shown up to 256 bytes; the leak check off as above). */
+int pmt_pixmill_traced(const char *calls, const char *log, char **err, const char *first, ...);
+/* Number of lines of the file at path that contain needle (0 if it cannot be read). */
+int pmt_count_lines(const char *path, const char *needle);
 /* Number of files whose name contains needle, below dir (recursive), outside pixmill's build
  * state (.pixmill/). */
 int pmt_count_files(const char *dir, const char *needle);
