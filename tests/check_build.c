@@ -4,9 +4,11 @@
  * current, the manifest against the disk (jq, json-glib, independent decoders), byte-identical
  * outputs at -j1 and -j2, --dry-run writing nothing, name templates and recipes. */
 #define _GNU_SOURCE
+#include "internal.h"
 #include "support.h"
 
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -682,12 +684,27 @@ START_TEST(test_failure_is_never_up_to_date)
 }
 END_TEST
 
+/* Runs' markers left in the output root's state folder (.pixmill/running-<16 hex>). */
+static int markers_left(void)
+{
+    char *dir = pmt_path(out, ".pixmill");
+    DIR *d = opendir(dir);
+    int n = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL)
+        n += g_str_has_prefix(e->d_name, "running");
+    if (d)
+        closedir(d);
+    free(dir);
+    return n;
+}
+
 START_TEST(test_stale_temps_swept)
 {
     free(image("sub/a.png", 100, 80, 3));
     ck_assert_int_eq(run(NULL, NULL, "-o", out, SIZES, in, NULL), 0);
     /* what a SIGKILLed run leaves: its marker and temps (an output's, a record's) */
-    char *marker = pmt_path(out, ".pixmill/running");
+    char *marker = pmt_path(out, ".pixmill/running-0123456789abcdef");
     char *t1 = pmt_path(out, "sub/.pixmill-0123456789abcdef.tmp");
     char *t2 = pmt_path(out, ".pixmill/state/sub/.pixmill-fedcba9876543210.tmp");
     char *mine = pmt_path(out, "sub/.pixmill-notes.tmp"); /* not pixmill's pattern */
@@ -713,9 +730,43 @@ START_TEST(test_stale_temps_swept)
     ck_assert_int_ne(access(t1, F_OK), 0);
     ck_assert_int_ne(access(t2, F_OK), 0);
     ck_assert_int_eq(access(mine, F_OK), 0);
-    ck_assert_int_ne(access(marker, F_OK), 0); /* a clean finish leaves no marker */
+    ck_assert_int_eq(markers_left(),
+                     0); /* the dead run's marker went; a clean finish leaves none */
     ck_assert_int_eq(pmt_count_files(out, "a-"), 4);
     free(marker), free(t1), free(t2), free(mine), free(lock);
+}
+END_TEST
+
+/* One engine of several (or one shard of several on one root) dies while another goes on: the
+ * one that finishes must not take the evidence with it, or the dead one's temps stay for good.
+ * They had shared one marker, removed by the last run out. Through the library's calls as the
+ * engines make them; a death is the lock's descriptor closed by the kernel, nothing else. */
+START_TEST(test_dead_beside_live_is_swept)
+{
+    ck_assert_int_eq(g_mkdir_with_parents(out, 0777), 0);
+    int rootfd = open(out, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ck_assert_int_ge(rootfd, 0);
+    pm__root live, dead, next;
+    int swept = -1, err = 0;
+    ck_assert_int_eq(pm__root_begin(rootfd, &live, &swept), 0);
+    ck_assert_int_eq(swept, 0);
+    ck_assert_int_eq(pm__root_begin(rootfd, &dead, &swept), 0);
+    ck_assert_int_eq(swept, 0);
+    pm__temp t; /* the dying one's output, half written */
+    ck_assert_int_eq(pm__publish_begin(&t, rootfd, &err), PM_OK);
+    close(t.fd);
+    close(dead.lockfd);          /* it dies */
+    pm__root_end(rootfd, &live); /* the other finishes after it */
+    ck_assert_int_eq(markers_left(), 1);
+    ck_assert_int_eq(pm__root_begin(rootfd, &next, &swept), 0); /* the next run, alone */
+    ck_assert_int_eq(swept, 1);
+    ck_assert_int_ne(faccessat(rootfd, t.name, F_OK, 0), 0);
+    pm__root_end(rootfd, &next);
+    ck_assert_int_eq(markers_left(), 0);
+    ck_assert_int_eq(pm__root_begin(rootfd, &next, &swept), 0); /* a clean finish: no sweep */
+    ck_assert_int_eq(swept, 0);
+    pm__root_end(rootfd, &next);
+    close(rootfd);
 }
 END_TEST
 
@@ -825,6 +876,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_json_streams_while_running);
     tcase_add_test(tc, test_stale_temps_swept);
     tcase_add_test(tc, test_root_probe_under_lock);
+    tcase_add_test(tc, test_dead_beside_live_is_swept);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -927,14 +927,15 @@ int pm_batch_run(pm_batch *b, pm_event_cb on_event, void *user_data, pm_summary 
         close(rootfd);
         goto done;
     }
-    int lockfd = -1, swept = 0;
+    pm__root root = {-1, ""};
+    int swept = 0;
     if (rootfd >= 0 && !b->opts.dry_run) {
-        pm__root_begin(rootfd, &lockfd, &swept);
+        pm__root_begin(rootfd, &root, &swept);
         sum.temps_swept = (uint64_t)swept;
         rc = probe_output_root(rootfd, &err);
         if (rc != PM_OK) {
             post_fatal(b, on_event, user_data, rc, err);
-            pm__root_end(rootfd, lockfd);
+            pm__root_end(rootfd, &root);
             free(out_real);
             close(rootfd);
             goto done;
@@ -983,7 +984,7 @@ int pm_batch_run(pm_batch *b, pm_event_cb on_event, void *user_data, pm_summary 
         rc = rc != PM_OK ? rc : PM_ERR_THREAD;
         post_fatal(b, on_event, user_data, rc, 0);
         if (rootfd >= 0) {
-            pm__root_end(rootfd, lockfd);
+            pm__root_end(rootfd, &root);
             close(rootfd);
         }
         goto done;
@@ -1082,7 +1083,7 @@ int pm_batch_run(pm_batch *b, pm_event_cb on_event, void *user_data, pm_summary 
         pm__state_prune(rootfd, b->opts.dry_run, &b->cancel, on_pruned, &pc);
     }
     if (rootfd >= 0) {
-        pm__root_end(rootfd, lockfd);
+        pm__root_end(rootfd, &root);
         close(rootfd);
     }
     if (rc == PM_OK && disk_full) {

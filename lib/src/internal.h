@@ -182,12 +182,18 @@ typedef void (*pm__walk_cb)(int dirfd, const char *rel_dir, const char *name, co
                             void *user_data);
 void pm__walk_files(int rootfd, const char *start, const int *cancel, pm__walk_cb cb,
                     void *user_data);
+/* A run's hold on its output root: the root's lock, and the run's own marker. */
+typedef struct pm__root {
+    int lockfd;      /* held shared while the run lasts; -1 when there is none */
+    char marker[48]; /* below the root: there until the run finishes cleanly; "" if none */
+} pm__root;
 /* A run on an output root: takes the root's lock (shared while running); when no other run
- * holds it and the last run did not finish (its marker is there), removes every pixmill temp
- * below the root (*swept of them). 0, or -1 when the root has no room for the lock (then
- * nothing is swept). */
-int pm__root_begin(int rootfd, int *lockfd, int *swept);
-void pm__root_end(int rootfd, int lockfd);
+ * holds it and a run did not finish (its marker is there), removes every pixmill temp below
+ * the root (*swept of them) and the dead runs' markers; then leaves its own marker. 0, or -1
+ * when the root has no room for the lock (then nothing is swept). */
+int pm__root_begin(int rootfd, pm__root *root, int *swept);
+/* The run finished: its marker goes, and the lock. */
+void pm__root_end(int rootfd, pm__root *root);
 int pm__state_prune(int rootfd, int dry_run, const int *cancel, pm__prune_cb cb, void *user_data);
 
 /* ---- a batch's variants, resolved (every field set) ---- */

@@ -13,9 +13,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <glib.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -373,7 +375,8 @@ int pm__state_prune(int rootfd, int dry_run, const int *cancel, pm__prune_cb cb,
 /* ---- the root's lock and the sweep of stale temps ---- */
 
 #define LOCK_NAME PM__STATE_DIR "/lock"
-#define RUNNING_NAME PM__STATE_DIR "/running"
+#define MARKER_PREFIX                                                                              \
+    "running" /* .pixmill/running-<16 hex>, one a run (".pixmill/running" before) */
 
 static void sweep_one(int dirfd, const char *rel, const char *name, const struct stat *sb, void *ud)
 {
@@ -383,10 +386,30 @@ static void sweep_one(int dirfd, const char *rel, const char *name, const struct
         (*swept)++;
 }
 
-int pm__root_begin(int rootfd, int *lockfd, int *swept)
+/* The runs' markers in the state folder: counted, or removed (only by a run alone). */
+static int markers(int rootfd, int remove)
+{
+    int dfd = openat(rootfd, PM__STATE_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+    if (!d) {
+        if (dfd >= 0)
+            close(dfd);
+        return 0;
+    }
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (g_str_has_prefix(e->d_name, MARKER_PREFIX))
+            n += !remove || unlinkat(dfd, e->d_name, 0) == 0;
+    closedir(d);
+    return n;
+}
+
+int pm__root_begin(int rootfd, pm__root *root, int *swept)
 {
     *swept = 0;
-    *lockfd = -1;
+    root->lockfd = -1;
+    root->marker[0] = '\0';
     int dirfd = -1, err = 0;
     if (pm__publish_open_dir(rootfd, PM__STATE_DIR, &dirfd, &err) != PM_OK)
         return -1;
@@ -394,32 +417,45 @@ int pm__root_begin(int rootfd, int *lockfd, int *swept)
     int fd = openat(rootfd, LOCK_NAME, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0666);
     if (fd < 0)
         return -1;
-    /* Alone on this root: a "running" marker left behind means a run died (SIGKILL, power):
-     * its temps are garbage. With another run here (it holds the lock shared), its temps are
-     * live: no sweep. */
+    /* Each run leaves its own marker until it finishes. Alone on this root, a marker means a
+     * run died (SIGKILL, power, an engine killed beside others): its temps are garbage, and
+     * once they are gone so is its marker. With another run here (it holds the lock shared),
+     * temps may be live: no sweep. One marker a run, not one for all: a run that finished
+     * beside a dead one used to take the shared marker with it, and the dead one's temps
+     * stayed. */
     if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
-        struct stat sb;
-        if (fstatat(rootfd, RUNNING_NAME, &sb, AT_SYMLINK_NOFOLLOW) == 0)
+        if (markers(rootfd, 0) > 0) {
             pm__walk_files(rootfd, "", NULL, sweep_one, swept);
-        int m = openat(rootfd, RUNNING_NAME, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0666);
-        if (m >= 0)
-            close(m);
+            markers(rootfd, 1);
+        }
+        flock(fd, LOCK_SH); /* atomic on Linux: no other run can sweep in between */
     } else {
-        int m = openat(rootfd, RUNNING_NAME, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0666);
+        /* wait out a run that sweeps; made after, the marker is not swept with the others */
+        while (flock(fd, LOCK_SH) != 0 && errno == EINTR)
+            ;
+    }
+    unsigned char rnd[8];
+    if (getrandom(rnd, sizeof(rnd), 0) == (ssize_t)sizeof(rnd)) {
+        snprintf(root->marker, sizeof(root->marker), "%s/%s-%02x%02x%02x%02x%02x%02x%02x%02x",
+                 PM__STATE_DIR, MARKER_PREFIX, rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5],
+                 rnd[6], rnd[7]);
+        int m = openat(rootfd, root->marker, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0666);
         if (m >= 0)
             close(m);
+        else
+            root->marker[0] = '\0';
     }
-    flock(fd, LOCK_SH); /* held until the end of the run (or the process) */
-    *lockfd = fd;
+    root->lockfd = fd; /* held shared until the end of the run (or the process) */
     return 0;
 }
 
-void pm__root_end(int rootfd, int lockfd)
+void pm__root_end(int rootfd, pm__root *root)
 {
-    if (lockfd < 0)
+    if (root->lockfd < 0)
         return;
-    /* The last run out removes the marker: a clean finish leaves nothing to sweep. */
-    if (flock(lockfd, LOCK_EX | LOCK_NB) == 0)
-        unlinkat(rootfd, RUNNING_NAME, 0);
-    close(lockfd);
+    /* A clean finish leaves nothing to sweep: this run's marker goes. */
+    if (root->marker[0])
+        unlinkat(rootfd, root->marker, 0);
+    close(root->lockfd);
+    root->lockfd = -1;
 }
