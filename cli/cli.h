@@ -35,6 +35,8 @@ typedef struct sup_config {
     int force;
     const char **lists; /* --files-from values, in order */
     int n_lists;
+    int lanes; /* > 1: that many engines at once, sharing one scan (the lanes) */
+    int jobs;  /* with lanes: workers in all, shared out among them */
 } sup_config;
 
 /* Runs the batch in an engine process (this program again, with --engine-* options) and

@@ -26,6 +26,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -40,7 +41,19 @@ static double now(void)
 typedef struct inflight {
     char *path;
     double start;
+    int lane;      /* the engine working on it (its index among the lanes) */
+    int timed_out; /* its engine was killed for it */
 } inflight;
+
+/* One engine process of a run: the run's only one, or one of its lanes. */
+typedef struct lane {
+    pid_t pid;
+    int fd; /* its journal; -1 once read to its end */
+    GString *buf;
+    int killed;
+    int got_z;
+    int status;
+} lane;
 
 /* What one engine was asked to do and what it did. */
 typedef struct engine_run {
@@ -50,17 +63,21 @@ typedef struct engine_run {
     GHashTable *skip;     /* pass these over entirely */
     uint64_t only;        /* 0, or run just this seq (one worker) */
     int sweep_only;       /* process nothing: only sweep the temps of a killed engine */
+    int lanes;            /* > 1: that many engines at once, fed by the first one's scan */
     /* out */
     GHashTable *flight;  /* seq -> inflight, still open when the engine ended */
     uint64_t done_below; /* every seq below was reported (by this engine or earlier ones) */
     GHashTable *done;    /* and these above it, reported by this engine: a few, since events
                             arrive nearly in order, so memory does not grow with the files */
     pm_summary sum;      /* from its E lines (and Z) */
-    int got_z;
-    int status;         /* waitpid status */
-    uint64_t timed_out; /* the seq the supervisor killed it for, or 0 */
-    int abandoned;      /* killed: still working DRAIN_GRACE s after the user's signal */
-    int signo;          /* a signal the user sent, or 0 */
+    int got_z;           /* from every lane */
+    int status;          /* waitpid status: of the first lane that died, or else of the
+                            first that failed, or else of the first */
+    GPtrArray *held;     /* lanes' events without a seq (fatal errors), shown at the end */
+    GHashTable *said;    /* and those shown: each is said once, not once a lane */
+    uint64_t timed_out;  /* the seq the supervisor killed it for, or 0 */
+    int abandoned;       /* killed: still working DRAIN_GRACE s after the user's signal */
+    int signo;           /* a signal the user sent, or 0 */
 } engine_run;
 
 static int list_fds[64];
@@ -130,11 +147,19 @@ static int spool_lists(const sup_config *cfg)
     return 0;
 }
 
-static pid_t spawn_engine(const sup_config *cfg, const engine_run *er, int journal_w)
+/* Lane k of er's lanes (0: the one that scans, sending on send_fd) receiving on recv_fd; or
+ * with recv_fd -1, the run's only engine. */
+static pid_t spawn_engine(const sup_config *cfg, const engine_run *er, int journal_w, int k,
+                          int recv_fd, int send_fd)
 {
     GPtrArray *args = g_ptr_array_new_with_free_func(g_free);
     g_ptr_array_add(args, g_strdup("pixmill"));
     g_ptr_array_add(args, g_strdup_printf("--engine-fd=%d", journal_w));
+    if (recv_fd >= 0) {
+        int jobs = cfg->jobs / er->lanes + (k < cfg->jobs % er->lanes);
+        g_ptr_array_add(
+            args, g_strdup_printf("--engine-lane=%d,%d,%d,%d", er->lanes, jobs, recv_fd, send_fd));
+    }
     if (er->skip && g_hash_table_size(er->skip)) {
         char *l = seq_list(er->skip);
         g_ptr_array_add(args, g_strdup_printf("--engine-skip=%s", l));
@@ -158,11 +183,15 @@ static pid_t spawn_engine(const sup_config *cfg, const engine_run *er, int journ
     if (pid == 0) {
         /* The journal and the spooled lists are the engine's; signals are unblocked by the
          * engine's own setup (it blocks them again for its signal thread). */
-        int keep[65];
-        keep[0] = journal_w;
+        int keep[67], n_keep = 0;
+        keep[n_keep++] = journal_w;
         for (int i = 0; i < n_list_fds; i++)
-            keep[i + 1] = list_fds[i];
-        for (int i = 0; i <= n_list_fds; i++)
+            keep[n_keep++] = list_fds[i];
+        if (recv_fd >= 0)
+            keep[n_keep++] = recv_fd;
+        if (send_fd >= 0)
+            keep[n_keep++] = send_fd;
+        for (int i = 0; i < n_keep; i++)
             fcntl(keep[i], F_SETFD, 0);
         execv("/proc/self/exe", (char **)args->pdata);
         _exit(127);
@@ -261,7 +290,8 @@ static void mark_done(engine_run *er, uint64_t seq)
     }
 }
 
-static void take_line(const sup_config *cfg, engine_run *er, char *line, double t)
+static void take_line(const sup_config *cfg, engine_run *er, char *line, double t, lane *ln,
+                      int lane_k)
 {
     uint64_t seq;
     if (line[0] == 'S' && sscanf(line, "S %" SCNu64, &seq) == 1) {
@@ -269,6 +299,7 @@ static void take_line(const sup_config *cfg, engine_run *er, char *line, double 
         inflight *f = g_new0(inflight, 1);
         f->path = g_strcompress(p ? p + 1 : "");
         f->start = t;
+        f->lane = lane_k;
         gint64 *k = g_new(gint64, 1);
         *k = (gint64)seq;
         g_hash_table_replace(er->flight, k, f);
@@ -278,8 +309,18 @@ static void take_line(const sup_config *cfg, engine_run *er, char *line, double 
     uint64_t in, out;
     if (line[0] == 'E' && sscanf(line, "E %" SCNu64 " %d %d %d %" SCNu64 " %" SCNu64, &seq, &type,
                                  &status, &outputs, &in, &out) == 6) {
-        gint64 k = (gint64)seq;
-        g_hash_table_remove(er->flight, &k);
+        if (seq == 0 && er->lanes > 1) {
+            /* every lane may say the same (an output folder it cannot write): the first
+             * lane's at once, the others' at the end unless already said */
+            if (lane_k > 0) {
+                if (!g_hash_table_contains(er->said, line))
+                    g_ptr_array_add(er->held, g_strdup(line));
+                return;
+            }
+            g_hash_table_add(er->said, g_strdup(line));
+        }
+        gint64 key = (gint64)seq;
+        g_hash_table_remove(er->flight, &key);
         int quiet = seq && (seq < er->quiet_below || seq_has(er->quiet, seq));
         if (seq && !quiet)
             mark_done(er, seq);
@@ -321,9 +362,15 @@ static void take_line(const sup_config *cfg, engine_run *er, char *line, double 
         return;
     }
     double cpu;
-    if (line[0] == 'Z' && sscanf(line, "Z %" SCNu64 " %" SCNu64 " %lf %d", &er->sum.pruned,
-                                 &er->sum.temps_swept, &cpu, &er->sum.jobs) == 4)
-        er->got_z = 1;
+    uint64_t pruned, swept;
+    int jobs;
+    if (line[0] == 'Z' && ln &&
+        sscanf(line, "Z %" SCNu64 " %" SCNu64 " %lf %d", &pruned, &swept, &cpu, &jobs) == 4) {
+        er->sum.pruned += pruned;
+        er->sum.temps_swept += swept;
+        er->sum.jobs += jobs; /* the lanes' workers run at once */
+        ln->got_z = 1;
+    }
 }
 
 static void free_inflight(gpointer p)
@@ -342,68 +389,140 @@ static void free_inflight(gpointer p)
  * on screen and of a timeout, at most. */
 #define JOURNAL_NAP_MS 10
 
-/* Runs one engine to its end: reads its journal, kills it when a source passes the timeout or
- * the drain its grace, forwards signals sent to the supervisor. */
+/* Starts er's engines: one, or its lanes, the first scanning for all. Returns how many
+ * started; all or none (the others are killed, and er->status says fatal). */
+static int start_engines(const sup_config *cfg, engine_run *er, lane *ln, int n)
+{
+    int sv[2] = {-1, -1};
+    if (n > 1 && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+        n = 0;
+    int started = 0;
+    for (int k = 0; k < n; k++) {
+        int p[2];
+        if (pipe2(p, O_CLOEXEC) != 0)
+            break;
+        ln[k].pid = spawn_engine(cfg, er, p[1], k, sv[1], k == 0 ? sv[0] : -1);
+        close(p[1]);
+        if (ln[k].pid < 0) {
+            close(p[0]);
+            break;
+        }
+        ln[k].fd = p[0];
+        ln[k].buf = g_string_new(NULL);
+        started++;
+    }
+    /* The scan's end reaches the lanes when the first shuts its end, or dies. */
+    if (sv[0] >= 0) {
+        close(sv[0]);
+        close(sv[1]);
+    }
+    if (started == n && n > 0)
+        return n;
+    for (int k = 0; k < started; k++) {
+        kill(ln[k].pid, SIGKILL);
+        close(ln[k].fd);
+        ln[k].fd = -1;
+        while (waitpid(ln[k].pid, &ln[k].status, 0) < 0 && errno == EINTR)
+            ;
+    }
+    er->status = 3 << 8;
+    return 0;
+}
+
+/* The run's outcome from its engines': the first that died, else the first that failed. */
+static void sum_up_engines(engine_run *er, lane *ln, int n)
+{
+    int pick = -1, failed = -1;
+    er->got_z = 1;
+    for (int k = 0; k < n; k++) {
+        int st = ln[k].status;
+        er->got_z &= ln[k].got_z;
+        int died = WIFSIGNALED(st) ||
+                   (WIFEXITED(st) && !ln[k].got_z && WEXITSTATUS(st) != 2 && WEXITSTATUS(st) != 3);
+        if (died && pick < 0)
+            pick = k;
+        if (st != 0 && failed < 0)
+            failed = k;
+    }
+    er->status = ln[pick >= 0 ? pick : failed >= 0 ? failed : 0].status;
+}
+
+/* Runs one engine, or a run's lanes, to the end: reads their journals, kills an engine whose
+ * source passes the timeout (the other lanes go on), or all when the drain passes its grace,
+ * and forwards signals sent to the supervisor. */
 static void run_engine(const sup_config *cfg, engine_run *er, int sigfd, int *user_signal)
 {
     er->flight = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, free_inflight);
     er->done = seq_set();
     er->done_below = er->quiet_below;
-    int p[2];
-    if (pipe2(p, O_CLOEXEC) != 0) {
-        er->status = 3 << 8;
+    er->held = g_ptr_array_new_with_free_func(g_free);
+    er->said = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    int n = er->lanes > 1 ? er->lanes : 1;
+    lane *ln = g_new0(lane, n);
+    int live = start_engines(cfg, er, ln, n);
+    if (live == 0) {
+        g_free(ln);
         return;
     }
-    pid_t pid = spawn_engine(cfg, er, p[1]);
-    close(p[1]);
-    if (pid < 0) {
-        close(p[0]);
-        er->status = 3 << 8;
-        return;
-    }
-    GString *buf = g_string_new(NULL);
-    int open_pipe = 1, killed = 0;
+    struct pollfd *fds = g_new0(struct pollfd, (gsize)n + 1);
+    int *who = g_new0(int, (gsize)n + 1);
+    int all_killed = 0;
     double drain_deadline = *user_signal ? now() + DRAIN_GRACE : 0;
-    while (open_pipe) {
+    while (live > 0) {
         /* the next deadline among the sources in flight */
         int wait_ms = -1;
         double t = now();
-        if (drain_deadline > 0 && !killed) {
+        if (drain_deadline > 0 && !all_killed) {
             if (t >= drain_deadline) {
                 er->abandoned = 1;
-                kill(pid, SIGKILL);
-                killed = 1;
+                for (int k = 0; k < n; k++)
+                    if (!ln[k].killed && kill(ln[k].pid, SIGKILL) == 0)
+                        ln[k].killed = 1;
+                all_killed = 1;
             } else {
                 wait_ms = (int)((drain_deadline - t) * 1000) + 1;
             }
         }
-        if (cfg->timeout > 0 && !killed) {
+        if (cfg->timeout > 0) {
             GHashTableIter it;
-            gpointer k, v;
+            gpointer key, v;
             g_hash_table_iter_init(&it, er->flight);
-            while (g_hash_table_iter_next(&it, &k, &v)) {
-                double left = ((inflight *)v)->start + cfg->timeout - t;
+            while (g_hash_table_iter_next(&it, &key, &v)) {
+                inflight *f = v;
+                if (ln[f->lane].killed)
+                    continue;
+                double left = f->start + cfg->timeout - t;
                 if (left <= 0) {
-                    er->timed_out = (uint64_t) * (gint64 *)k;
-                    kill(pid, SIGKILL);
-                    killed = 1;
-                    break;
+                    f->timed_out = 1;
+                    if (!er->timed_out)
+                        er->timed_out = (uint64_t) * (gint64 *)key;
+                    kill(ln[f->lane].pid, SIGKILL);
+                    ln[f->lane].killed = 1;
+                    continue;
                 }
                 int ms = (int)(left * 1000) + 1;
                 wait_ms = wait_ms < 0 || ms < wait_ms ? ms : wait_ms;
             }
         }
-        struct pollfd fds[2] = {{p[0], POLLIN, 0}, {sigfd, POLLIN, 0}};
-        int n = poll(fds, 2, wait_ms);
-        if (n < 0 && errno != EINTR)
+        int nf = 0;
+        fds[nf++] = (struct pollfd){sigfd, POLLIN, 0};
+        for (int k = 0; k < n; k++)
+            if (ln[k].fd >= 0) {
+                who[nf] = k;
+                fds[nf++] = (struct pollfd){ln[k].fd, POLLIN, 0};
+            }
+        int got_n = poll(fds, (nfds_t)nf, wait_ms);
+        if (got_n < 0 && errno != EINTR)
             break;
-        if (n > 0 && (fds[1].revents & POLLIN)) {
+        if (got_n > 0 && (fds[0].revents & POLLIN)) {
             struct signalfd_siginfo si;
             if (read(sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-                /* A terminal's Ctrl-C reaches the engine too (same process group); a kill
+                /* A terminal's Ctrl-C reaches the engines too (same process group); a kill
                  * aimed at the supervisor alone is passed on. A second signal: at once. */
                 if (si.ssi_code == SI_USER || si.ssi_code == SI_QUEUE || *user_signal)
-                    kill(pid, (int)si.ssi_signo);
+                    for (int k = 0; k < n; k++)
+                        if (ln[k].fd >= 0)
+                            kill(ln[k].pid, (int)si.ssi_signo);
                 if (!*user_signal) {
                     *user_signal = (int)si.ssi_signo;
                     drain_deadline = now() + DRAIN_GRACE;
@@ -411,33 +530,55 @@ static void run_engine(const sup_config *cfg, engine_run *er, int sigfd, int *us
                 er->signo = *user_signal;
             }
         }
-        if (n > 0 && (fds[0].revents & (POLLIN | POLLHUP))) {
+        int read_some = 0, read_full = 0;
+        for (int i = 1; got_n > 0 && i < nf; i++) {
+            if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR)))
+                continue;
+            lane *l = &ln[who[i]];
             char chunk[8192];
-            ssize_t got = read(p[0], chunk, sizeof(chunk));
+            ssize_t got = read(l->fd, chunk, sizeof(chunk));
             if (got <= 0) {
-                open_pipe = got < 0 && errno == EINTR;
+                if (got == 0 || errno != EINTR) {
+                    close(l->fd);
+                    l->fd = -1;
+                    live--;
+                }
                 continue;
             }
-            g_string_append_len(buf, chunk, got);
+            read_some = 1;
+            read_full |= (size_t)got == sizeof(chunk);
+            g_string_append_len(l->buf, chunk, got);
             char *nl;
-            while ((nl = memchr(buf->str, '\n', buf->len)) != NULL) {
+            while ((nl = memchr(l->buf->str, '\n', l->buf->len)) != NULL) {
                 *nl = '\0';
-                take_line(cfg, er, buf->str, now());
-                g_string_erase(buf, 0, (gssize)(nl - buf->str) + 1);
-            }
-            /* The engine writes two lines a file: waking for each cost both processes a
-             * context switch per line. Nap a little (a signal ends the nap) and read what
-             * came meanwhile in one go. */
-            if ((size_t)got < sizeof(chunk)) {
-                struct pollfd sig = {sigfd, POLLIN, 0};
-                poll(&sig, 1, wait_ms >= 0 && wait_ms < JOURNAL_NAP_MS ? wait_ms : JOURNAL_NAP_MS);
+                take_line(cfg, er, l->buf->str, now(), l, who[i]);
+                g_string_erase(l->buf, 0, (gssize)(nl - l->buf->str) + 1);
             }
         }
+        /* An engine writes two lines a file: waking for each cost both processes a context
+         * switch per line. Nap a little (a signal ends the nap) and read what came meanwhile
+         * in one go. */
+        if (read_some && !read_full) {
+            struct pollfd sig = {sigfd, POLLIN, 0};
+            poll(&sig, 1, wait_ms >= 0 && wait_ms < JOURNAL_NAP_MS ? wait_ms : JOURNAL_NAP_MS);
+        }
     }
-    close(p[0]);
-    g_string_free(buf, TRUE);
-    while (waitpid(pid, &er->status, 0) < 0 && errno == EINTR)
-        ;
+    for (int k = 0; k < n; k++) {
+        if (ln[k].fd >= 0)
+            close(ln[k].fd);
+        g_string_free(ln[k].buf, TRUE);
+        while (waitpid(ln[k].pid, &ln[k].status, 0) < 0 && errno == EINTR)
+            ;
+    }
+    for (guint i = 0; i < er->held->len; i++) {
+        char *line = g_ptr_array_index(er->held, i);
+        if (!g_hash_table_contains(er->said, line))
+            take_line(cfg, er, line, now(), NULL, 0);
+    }
+    sum_up_engines(er, ln, n);
+    g_free(fds);
+    g_free(who);
+    g_free(ln);
 }
 
 static void report_condemned(const sup_config *cfg, uint64_t seq, const char *path, int status,
@@ -474,7 +615,12 @@ static void engine_run_free(engine_run *er)
         g_hash_table_destroy(er->flight);
     if (er->done)
         g_hash_table_destroy(er->done);
-    er->flight = er->done = NULL;
+    if (er->said)
+        g_hash_table_destroy(er->said);
+    if (er->held)
+        g_ptr_array_free(er->held, TRUE);
+    er->flight = er->done = er->said = NULL;
+    er->held = NULL;
 }
 
 static char *death_text(int status)
@@ -537,6 +683,7 @@ int cli_supervise(const sup_config *cfg)
         er.quiet_below = quiet_below;
         er.quiet = quiet;
         er.skip = condemned;
+        er.lanes = cfg->lanes;
         run_engine(cfg, &er, sigfd, &user_signal);
         add_summary(&total, &er.sum);
         /* everything this engine reported is replayed quietly next time */
@@ -589,7 +736,7 @@ int cli_supervise(const sup_config *cfg)
             if (seq < quiet_below || seq_has(quiet, seq)) {
                 /* shown by an earlier engine, only replayed here: not the culprit */
             } else if (er.timed_out) {
-                guilty = seq == er.timed_out;
+                guilty = f->timed_out;
                 status = PM_ERR_TIMEOUT;
                 why = g_strdup_printf("still working after --timeout=%g s; stopped", cfg->timeout);
             } else if (n_flight == 1) {

@@ -407,9 +407,11 @@ START_TEST(test_output_not_usable_exit_3)
     image("a.jpg", 100, 100, 3);
     char *file_as_dir = pmt_path(in, "a.jpg/out");
     char *err;
-    int rc = pmt_pixmill_run(&err, "-o", file_as_dir, in, NULL);
+    int rc = pmt_pixmill_run(&err, "-j", "2", "-o", file_as_dir, in, NULL);
     ck_assert_int_eq(rc, 3);
-    ck_assert_msg(strstr(err, "output folder is not usable"), "%s", err);
+    /* said once, though with two cores each of two engine processes finds it */
+    const char *first = strstr(err, "output folder is not usable");
+    ck_assert_msg(first && !strstr(first + 1, "output folder is not usable"), "%s", err);
     free(err);
     free(file_as_dir);
 }

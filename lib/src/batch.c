@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -405,6 +406,92 @@ static const char *seen_before(pm_batch *b, const struct stat *st, const char *p
     return first;
 }
 
+/* ---- lanes: one scan feeding the workers of several processes ---- */
+
+/* A job on the lane socket: this head, the source's bytes, then out_rel's (no NULs). */
+typedef struct lane_head {
+    uint64_t seq;
+    int32_t input, origin, explicit_file;
+    uint32_t source_len;
+} lane_head;
+
+#define LANE_MSG_MAX (64 * 1024)
+#define LANE_WAIT_MS 100 /* how often a blocked lane looks for a cancel */
+
+static pm__origin origin_of(pm_batch *b, int explicit_file)
+{
+    input *in = &g_array_index(b->inputs, input, b->scan_input);
+    return !in->path ? PM__FROM_LIST : explicit_file ? PM__FROM_NAMED : PM__FROM_WALK;
+}
+
+/* Sends one job to whichever lane takes it first; blocks while every lane is busy. Returns
+ * nonzero to stop the scan (cancelled, or no lane is left to take it). */
+static int lane_send(pm_batch *b, uint64_t seq, const char *path, const char *out_rel,
+                     int explicit_file)
+{
+    size_t ns = strlen(path), no = strlen(out_rel);
+    if (sizeof(lane_head) + ns + no > LANE_MSG_MAX) {
+        post_entry_event(b, PM_EVENT_SCAN_ERROR, path, PM_ERR_SCAN, ENAMETOOLONG, seq, NULL);
+        return 0;
+    }
+    lane_head h = {seq, (int32_t)b->scan_input, (int32_t)origin_of(b, explicit_file), explicit_file,
+                   (uint32_t)ns};
+    char *msg = g_malloc(sizeof(h) + ns + no);
+    memcpy(msg, &h, sizeof(h));
+    memcpy(msg + sizeof(h), path, ns);
+    memcpy(msg + sizeof(h) + ns, out_rel, no);
+    int stop = 0;
+    for (;;) {
+        if (send(b->opts.lane_send_fd, msg, sizeof(h) + ns + no, MSG_NOSIGNAL) >= 0)
+            break;
+        if (errno == EINTR)
+            continue;
+        stop = errno != EAGAIN || __atomic_load_n(&b->cancel, __ATOMIC_ACQUIRE);
+        if (stop)
+            break;
+    }
+    g_free(msg);
+    return stop;
+}
+
+static void lane_timeouts(int fd)
+{
+    struct timeval tv = {0, LANE_WAIT_MS * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+/* In a lane a worker takes its next job from the lane socket itself, only when it is free:
+ * no job waits in one lane's queue behind a slow file while another lane is idle. NULL at
+ * the scan's end (or when its process is gone), or on a cancel. */
+static pm__job *lane_take(pm_batch *b, char *msg)
+{
+    while (!__atomic_load_n(&b->cancel, __ATOMIC_ACQUIRE)) {
+        ssize_t n = recv(b->opts.lane_recv_fd, msg, LANE_MSG_MAX, 0);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        if (n <= 0)
+            return NULL;
+        lane_head h;
+        if ((size_t)n < sizeof(h))
+            continue;
+        memcpy(&h, msg, sizeof(h));
+        if (h.source_len > (size_t)n - sizeof(h))
+            continue;
+        pm__job *job = g_new0(pm__job, 1);
+        job->seq = h.seq;
+        job->input = h.input;
+        job->origin = (pm__origin)h.origin;
+        job->explicit_file = h.explicit_file;
+        job->source = g_strndup(msg + sizeof(h), h.source_len);
+        job->out_rel =
+            g_strndup(msg + sizeof(h) + h.source_len, (gsize)n - sizeof(h) - h.source_len);
+        pm__waitgroup_add(&b->wg, 1);
+        return job;
+    }
+    return NULL;
+}
+
 static int scan_on_source(const char *path, const char *out_rel, int explicit_file,
                           const struct stat *st, void *ud)
 {
@@ -425,13 +512,14 @@ static int scan_on_source(const char *path, const char *out_rel, int explicit_fi
             return 0;
         }
     }
+    if (b->opts.lane_send_fd >= 0)
+        return lane_send(b, seq, path, out_rel, explicit_file);
     pm__job *job = g_new0(pm__job, 1);
     job->source = g_strdup(path);
     job->out_rel = g_strdup(out_rel);
     job->explicit_file = explicit_file;
     job->input = (int)b->scan_input;
-    input *in = &g_array_index(b->inputs, input, b->scan_input);
-    job->origin = !in->path ? PM__FROM_LIST : explicit_file ? PM__FROM_NAMED : PM__FROM_WALK;
+    job->origin = origin_of(b, explicit_file);
     job->seq = seq;
     pm__waitgroup_add(&b->wg, 1); /* before the push: a worker may finish it at once */
     if (pm__queue_push(b->jobs, job) != PM_OK) {
@@ -486,6 +574,8 @@ static void *scanner_main(void *arg)
         if (stop)
             break;
     }
+    if (b->opts.lane_send_fd >= 0)
+        shutdown(b->opts.lane_send_fd, SHUT_WR); /* the lanes take what is sent, then end */
     pm__queue_close(b->jobs);
     if (b->seen)
         g_hash_table_destroy(b->seen);
@@ -499,9 +589,18 @@ static void *scanner_main(void *arg)
 static void *worker_main(void *arg)
 {
     pm_batch *b = arg;
-    void *item;
-    while (pm__queue_pop(b->jobs, &item) == PM_OK) {
-        pm__job *job = item;
+    char *msg = b->opts.lane_recv_fd >= 0 ? g_malloc(LANE_MSG_MAX) : NULL;
+    for (;;) {
+        pm__job *job;
+        if (msg) {
+            if (!(job = lane_take(b, msg)))
+                break;
+        } else {
+            void *item;
+            if (pm__queue_pop(b->jobs, &item) != PM_OK)
+                break;
+            job = item;
+        }
         if (!__atomic_load_n(&b->cancel, __ATOMIC_ACQUIRE)) {
             if (b->opts.journal_fd >= 0) {
                 char *esc = g_strescape(job->source, NULL);
@@ -520,6 +619,7 @@ static void *worker_main(void *arg)
         g_free(job);
         pm__waitgroup_done(&b->wg);
     }
+    g_free(msg);
     pm__vips_thread_shutdown();
     thread_finished(b);
     return NULL;
@@ -854,11 +954,12 @@ int pm_batch_run(pm_batch *b, pm_event_cb on_event, void *user_data, pm_summary 
     b->ctx.cancel = &b->cancel;
     note_places(b);
     b->ctx.gate = NULL;
+    b->ctx.lanes = b->opts.dry_run ? 0 : b->opts.lanes;
     if (b->opts.decode_budget > 0 && jobs > 1) {
         memset(&b->gate, 0, sizeof(b->gate));
         pthread_mutex_init(&b->gate.mu, NULL);
         pthread_cond_init(&b->gate.cv, NULL);
-        b->gate.budget = b->opts.decode_budget;
+        b->gate.budget = b->opts.decode_budget / (uint64_t)(b->ctx.lanes > 1 ? b->ctx.lanes : 1);
         b->ctx.gate = &b->gate;
     }
     free(out_real);
@@ -889,15 +990,24 @@ int pm_batch_run(pm_batch *b, pm_event_cb on_event, void *user_data, pm_summary 
         goto done;
     }
 
-    pthread_t *threads = g_new0(pthread_t, (gsize)jobs + 1);
+    /* The scanner first, but not in a lane that takes its jobs from another's scan. */
+    int n_producers = b->opts.lane_recv_fd < 0 || b->opts.lane_send_fd >= 0;
+    for (int i = 0; i < 2; i++) {
+        int fd = i ? b->opts.lane_send_fd : b->opts.lane_recv_fd;
+        if (fd >= 0)
+            lane_timeouts(fd);
+    }
+    int n_threads = n_producers + jobs;
+    pthread_t *threads = g_new0(pthread_t, (gsize)n_threads);
     int started = 0;
-    b->live_threads = jobs + 1;
-    for (int i = 0; i < jobs + 1; i++) {
-        if (pthread_create(&threads[i], NULL, i == 0 ? scanner_main : worker_main, b) != 0) {
+    b->live_threads = n_threads;
+    for (int i = 0; i < n_threads; i++) {
+        if (pthread_create(&threads[i], NULL, i < n_producers ? scanner_main : worker_main, b) !=
+            0) {
             /* Those that never started will not finish: account for them, then stop. */
-            for (int k = i; k < jobs + 1; k++)
+            for (int k = i; k < n_threads; k++)
                 thread_finished(b);
-            if (i == 0)
+            if (i < n_producers)
                 pm__queue_close(b->jobs);
             pm_batch_cancel(b);
             rc = PM_ERR_THREAD;

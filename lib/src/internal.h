@@ -230,6 +230,7 @@ typedef struct pm__place {
 typedef struct pm__process_ctx {
     const pm_options *opts;
     pm__decode_gate *gate; /* NULL: no limit */
+    int lanes;             /* > 1: processes sharing the decode budget (pm_options.lanes) */
     const pm__variant *variants;
     int n_variants;
     const char *cwd;          /* to record sources by absolute path */

@@ -435,6 +435,8 @@ void pm_options_init(pm_options *opts)
     opts->max_pixels = PM_DEFAULT_MAX_PIXELS;
     opts->fail_on = PM_FAIL_ON_ERROR;
     opts->journal_fd = -1;
+    opts->lane_send_fd = -1;
+    opts->lane_recv_fd = -1;
     opts->max_pages = PM_DEFAULT_MAX_PAGES;
     opts->decode_budget = PM_DEFAULT_DECODE_BUDGET;
 }

@@ -11,6 +11,7 @@
 #include <glib.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -1138,25 +1139,40 @@ static int decode_in_memory(const pm__process_ctx *ctx, job_state *s, pm__result
 /* The one decode, through the gate when it holds the whole image: the decoder's peak is
  * behind the gate, the small decoded image is not. */
 #ifdef PM_TEST_HOOKS
-/* Test builds only: with $PIXMILL_TEST_HEAVY_LOG, each whole-image decode appends how many
- * such decodes are running with it (itself included), so a test can see the gate hold. */
-static int heavy_running;
-
+/* Test builds only: with $PIXMILL_TEST_HEAVY_LOG, each whole-image decode appends "+ PID"
+ * when it starts and "- PID" when it ends (one write each, O_APPEND, so the lines of several
+ * processes keep their order): a test can see how many ran at once, in how many processes. */
 static void test_note_heavy(int delta)
 {
-    int n = __atomic_add_fetch(&heavy_running, delta, __ATOMIC_ACQ_REL);
     const char *log = getenv("PIXMILL_TEST_HEAVY_LOG"); // NOLINT(concurrency-mt-unsafe)
-    int fd =
-        delta > 0 && log && *log ? open(log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644) : -1;
+    int fd = log && *log ? open(log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644) : -1;
     if (fd >= 0) {
-        char line[16];
-        int len = snprintf(line, sizeof(line), "%d\n", n);
+        char line[32];
+        int len = snprintf(line, sizeof(line), "%c %d\n", delta > 0 ? '+' : '-', (int)getpid());
         if (write(fd, line, (size_t)len) != len) { /* a test will see the line missing */
         }
         close(fd);
     }
 }
 #endif
+
+/* The budget's share across lanes (processes): a lock file below the output root, held
+ * shared by a decode within budget / lanes, alone by a larger one. A lane that dies lets go
+ * of it with its descriptors. Returns the descriptor to close after the decode, or -1. */
+static int lanes_enter(const pm__process_ctx *ctx, uint64_t bytes)
+{
+    uint64_t budget = ctx->opts->decode_budget;
+    if (ctx->lanes < 2 || budget == 0 || ctx->out_rootfd < 0)
+        return -1;
+    int fd = openat(ctx->out_rootfd, PM__STATE_DIR "/decode-lock",
+                    O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0666);
+    if (fd < 0)
+        return -1; /* no lock: the decode goes ahead, as without lanes */
+    int how = bytes > budget / (uint64_t)ctx->lanes ? LOCK_EX : LOCK_SH;
+    while (flock(fd, how) != 0 && errno == EINTR)
+        ;
+    return fd;
+}
 
 static int decode_once(const pm__process_ctx *ctx, job_state *s, pm__result *r)
 {
@@ -1165,6 +1181,7 @@ static int decode_once(const pm__process_ctx *ctx, job_state *s, pm__result *r)
     pm__decode_gate *gate = ctx->gate && heavy ? ctx->gate : NULL;
     if (gate)
         gate_enter(gate, bytes);
+    int lane_lock = heavy ? lanes_enter(ctx, bytes) : -1;
 #ifdef PM_TEST_HOOKS
     if (heavy)
         test_note_heavy(1);
@@ -1174,6 +1191,8 @@ static int decode_once(const pm__process_ctx *ctx, job_state *s, pm__result *r)
     if (heavy)
         test_note_heavy(-1);
 #endif
+    if (lane_lock >= 0)
+        close(lane_lock); /* and with it the lock */
     if (gate)
         gate_leave(gate, bytes);
     return rc;

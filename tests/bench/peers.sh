@@ -22,6 +22,8 @@
 # [tests/bench/results/peers.csv], TOOLS (only these, e.g. "pixmill vips-xargs"),
 # CORPUS [~/.cache/pixmill-corpus/assembled], PIXMILL [./build/cli/pixmill].
 #
+# pixmill runs one engine process a core (lanes); tool pixmill-one-process runs its batch as
+# threads of one process (--no-isolate), for comparison (workloads a, c).
 # Peers, all at parallelism P: vipsthumbnail in one process (libvips threads), vipsthumbnail
 # via `xargs -P P -n K` with VIPS_CONCURRENCY=1 (and one process per file for workload c),
 # ImageMagick `mogrify -thumbnail` naive (one process) and tuned (`-define jpeg:size`,
@@ -164,6 +166,8 @@ run_tool() { # run_tool WORKLOAD TOOL ROUND
     else
       "$t" "$res" "$PIXMILL" -q -j "$P" -s "$box" -f jpeg -Q 80 -o "$out" "$src"
     fi ;;
+  pixmill-one-process) # the batch as threads of one process, as before the lanes
+    "$t" "$res" "$PIXMILL" --no-isolate -q -j "$P" -s "$box" -f jpeg -Q 80 -o "$out" "$src" ;;
   vips-serial)
     "$t" "$res" sh -c 'cd "$1" && shift && exec vipsthumbnail "$@"' sh "$src" -s "${box}x${box}" \
       -o "$out/%s.jpg[Q=80,strip]" $(cd "$src" && ls) ;;
@@ -247,10 +251,10 @@ run_tool() { # run_tool WORKLOAD TOOL ROUND
 
 tools_for() {
   case $1 in
-  a) echo "pixmill vips-xargs vips-serial sharp-cli mogrify-tuned mogrify decode-only" ;;
+  a) echo "pixmill pixmill-one-process vips-xargs vips-serial sharp-cli mogrify-tuned mogrify decode-only" ;;
   d) echo "pixmill vips-xargs vips-serial sharp-cli mogrify-tuned mogrify" ;;
   b | e) echo "pixmill vips-xargs sharp-cli" ;;
-  c) echo "pixmill vips-xargs vips-per-file sharp-cli mogrify-tuned libvips-floor libvips-floor-threads" ;;
+  c) echo "pixmill pixmill-one-process vips-xargs vips-per-file sharp-cli mogrify-tuned libvips-floor libvips-floor-threads" ;;
   esac
 }
 

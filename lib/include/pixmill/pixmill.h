@@ -288,6 +288,16 @@ typedef struct pm_options {
                             pm_event_to_json) */
     uint64_t skip_below; /* entries with seq below this are passed over unreported */
     uint64_t stop_after; /* 0: none; else the scan stops before this seq */
+    /* Lanes: batches in several processes sharing one scan (pixmill's supervisor runs one
+     * engine process a core this way). Both ends are of one AF_UNIX SOCK_SEQPACKET pair;
+     * -1 (default): none. */
+    int lane_send_fd; /* the scan sends each job here instead of to this batch's workers, and
+                         shuts it down for writing when it ends (so do the receivers learn) */
+    int lane_recv_fd; /* this batch's workers take their jobs from here, each when it is
+                         free; it scans nothing itself unless lane_send_fd is set too */
+    int lanes;        /* processes sharing decode_budget (through a lock file below
+                         output_dir): each may hold budget / lanes, a larger decode holds it
+                         all. 0 or 1: this batch alone */
 } pm_options;
 
 /* Fills defaults. Thread-safe. */
