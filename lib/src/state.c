@@ -375,8 +375,8 @@ int pm__state_prune(int rootfd, int dry_run, const int *cancel, pm__prune_cb cb,
 /* ---- the root's lock and the sweep of stale temps ---- */
 
 #define LOCK_NAME PM__STATE_DIR "/lock"
-#define MARKER_PREFIX                                                                              \
-    "running" /* .pixmill/running-<16 hex>, one a run (".pixmill/running" before) */
+/* Each run's marker is .pixmill/running-<16 hex> (one shared .pixmill/running before). */
+#define MARKER_PREFIX "running"
 
 static void sweep_one(int dirfd, const char *rel, const char *name, const struct stat *sb, void *ud)
 {
