@@ -81,6 +81,9 @@ static const char usage_text[] =
     "                          the batch goes on (default 300; 0: none). A file that crashes\n"
     "                          its decoder is reported too: the batch runs in a child process\n"
     "      --no-isolate        run the batch in this process (a decoder crash ends the run)\n"
+    "      --low-memory        hold less memory (photos at -j 2: about 150 MB instead of\n"
+    "                          230-300) for 25-40 % more time: one engine process, heavy\n"
+    "                          decodes within 64M, freed buffers given back to the system\n"
     "  -j, --jobs=N            worker threads (default: usable cores)\n"
     "      --queue=N           bounded queue capacity (default: 4 x jobs, at least 16)\n"
     "      --max-pixels=N      refuse images whose width x height x pages exceed N, checked\n"
@@ -404,16 +407,50 @@ static char **given; /* argv as given, for the engine; freed at exit like the re
  * would be after a large image (mmap above 4 MiB, trim above 8 MiB) and leaves both adaptive;
  * fixing them with mallopt would stop the adapting (photos 40-60 % slower, issue 6 note).
  * Skipped when the user set either threshold. */
-static void malloc_start_warm(void)
+static int user_set_malloc_thresholds(void)
 {
     const char *tunables = getenv("GLIBC_TUNABLES"); // NOLINT(concurrency-mt-unsafe)
-    if (getenv("MALLOC_TRIM_THRESHOLD_") ||          // NOLINT(concurrency-mt-unsafe)
-        getenv("MALLOC_MMAP_THRESHOLD_") ||          // NOLINT(concurrency-mt-unsafe)
-        (tunables &&
-         (strstr(tunables, "malloc.trim_threshold") || strstr(tunables, "malloc.mmap_threshold"))))
+    return getenv("MALLOC_TRIM_THRESHOLD_") ||       // NOLINT(concurrency-mt-unsafe)
+           getenv("MALLOC_MMAP_THRESHOLD_") ||       // NOLINT(concurrency-mt-unsafe)
+           (tunables && (strstr(tunables, "malloc.trim_threshold") ||
+                         strstr(tunables, "malloc.mmap_threshold")));
+}
+
+static void malloc_start_warm(void)
+{
+    if (user_set_malloc_thresholds())
         return;
     void *volatile block = malloc((size_t)4 << 20); /* volatile: not elided with its free */
     free(block);
+}
+
+/* --low-memory (issue 6 note, README "Performance"): glibc keeps 60-75 MB of freed decode
+ * buffers for the next photo at -j 2, and lanes add a second libvips. So: one engine, heavy
+ * decodes within 64 MiB (one progressive 18 MP JPEG's coefficients are 72 MB: such files go
+ * one at a time), and mmap and trim thresholds fixed at 4 MiB, so large buffers go back to the
+ * kernel when freed. Faulting them in again is what costs the time; transparent huge pages for
+ * malloc make it cheaper, through the engine's GLIBC_TUNABLES (read by glibc at exec, so set
+ * by the supervisor before it starts the engine). The user's own settings win. */
+#define LOW_MEMORY_BUDGET ((uint64_t)64 << 20)
+#define LOW_MEMORY_THRESHOLD (4 << 20)
+
+static void low_memory_malloc(void)
+{
+    if (user_set_malloc_thresholds())
+        return;
+    mallopt(M_MMAP_THRESHOLD, LOW_MEMORY_THRESHOLD);
+    mallopt(M_TRIM_THRESHOLD, LOW_MEMORY_THRESHOLD);
+}
+
+static void low_memory_engine_tunables(void)
+{
+    const char *t = getenv("GLIBC_TUNABLES"); // NOLINT(concurrency-mt-unsafe)
+    if (t && strstr(t, "malloc.hugetlb"))
+        return;
+    char *v = t && *t ? g_strdup_printf("%s:glibc.malloc.hugetlb=1", t)
+                      : g_strdup("glibc.malloc.hugetlb=1");
+    setenv("GLIBC_TUNABLES", v, 1); // NOLINT(concurrency-mt-unsafe)
+    g_free(v);
 }
 
 static void free_recipe(void)
@@ -474,6 +511,7 @@ int main(int argc, char **argv)
         {"max-pages", required_argument, NULL, 'g' + 256},
         {"decode-budget", required_argument, NULL, 'y' + 256},
         {"no-isolate", no_argument, NULL, 'I' + 256},
+        {"low-memory", no_argument, NULL, 'W' + 256},
         /* between the supervisor and its engine (see supervise.c) */
         {"engine-fd", required_argument, NULL, 1000},
         {"engine-skip", required_argument, NULL, 1003},
@@ -505,7 +543,7 @@ int main(int argc, char **argv)
     /* getopt permutes argv: the supervisor hands its engine the command line as given */
     given = g_strdupv(argv);
     double timeout = 300;
-    int isolate = 1, engine_fd = -1;
+    int isolate = 1, engine_fd = -1, low_memory = 0, budget_given = 0;
     uint64_t engine_only = 0;
     int engine_sweep = 0, engine_lane_jobs = 0;
     GHashTable *skip_seqs = NULL;
@@ -563,6 +601,9 @@ int main(int argc, char **argv)
         case 'I' + 256:
             isolate = 0;
             break;
+        case 'W' + 256:
+            low_memory = 1;
+            break;
         case 'z' + 256:
             if (parse_bytes(optarg, &opts.max_file_size))
                 return usage_error("invalid max-file-size '%s' (want bytes, or N k, M, G)", optarg);
@@ -570,6 +611,7 @@ int main(int argc, char **argv)
         case 'y' + 256:
             if (parse_bytes(optarg, &opts.decode_budget))
                 return usage_error("invalid decode-budget '%s' (want bytes, or N k, M, G)", optarg);
+            budget_given = 1;
             break;
         case 'g' + 256:
             if (parse_long(optarg, 0, INT32_MAX, &v))
@@ -773,6 +815,8 @@ int main(int argc, char **argv)
         if (!*argv[i])
             return usage_error("empty input path");
 
+    if (low_memory && !budget_given)
+        opts.decode_budget = LOW_MEMORY_BUDGET;
     char why[512] = "";
     if (pm_options_check(&opts, why, sizeof(why)) != PM_OK)
         return usage_error("%s", *why ? why : "these options cannot go together");
@@ -786,10 +830,12 @@ int main(int argc, char **argv)
          * process ran 2 workers ~35 % slower than 2 processes on small files (README). Not
          * with a manifest or --prune yet: both need every source's event in one engine. */
         int jobs = opts.jobs ? opts.jobs : pm_default_jobs(), cores = pm_default_jobs();
-        if (jobs > 1 && !opts.manifest_path && !opts.prune) {
+        if (jobs > 1 && !opts.manifest_path && !opts.prune && !low_memory) {
             sc.lanes = jobs < cores ? jobs : cores;
             sc.jobs = jobs;
         }
+        if (low_memory)
+            low_memory_engine_tunables();
         return cli_supervise(&sc);
     }
     if (engine_fd >= 0) {
@@ -821,7 +867,10 @@ int main(int argc, char **argv)
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
         mallopt(M_ARENA_MAX, cores < 2 ? 2 : (int)cores);
     }
-    malloc_start_warm();
+    if (low_memory)
+        low_memory_malloc();
+    else
+        malloc_start_warm();
     if (pm_global_init(argv[0]) != PM_OK) {
         fputs("pixmill: libvips initialisation failed\n", stderr);
         return EXIT_FATAL;

@@ -189,6 +189,57 @@ START_TEST(test_heap_kept_between_files)
 }
 END_TEST
 
+/* --low-memory (issue 6): one engine, heavy decodes within 64 MiB, freed buffers given back.
+ * Eight copies of a 4000x3000 progressive JPEG (decoded whole: about 36 MB of coefficients
+ * each) at -j 2. The default, kept in one engine by --manifest so that both peaks are of one
+ * engine process, held 118 MB there; --low-memory 81-82 MB. Same output bytes, one engine. */
+static long engine_peak_kib(const char *const *argv, int n_out, const char *out)
+{
+    struct rusage ru;
+    char *err;
+    int rc = pmt_run((char *const *)argv, NULL, &err, &ru);
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
+    ck_assert_int_eq(pmt_count_files(out, ".jpg"), n_out);
+    free(err);
+    return ru.ru_maxrss;
+}
+
+START_TEST(test_low_memory)
+{
+    size_t len;
+    void *jpg = pmt_encode_image(".jpg[interlace]", 4000, 3000, 3, &len);
+    ck_assert_ptr_nonnull(jpg);
+    char *src = make_tree("heavy", 8, jpg, len, ".jpg");
+    char *o1 = pmt_path(tmp, "out-default"), *o2 = pmt_path(tmp, "out-low");
+    char *m = pmt_path(tmp, "m.json");
+    const char *def[] = {pmt_pixmill(), "-q", "-j", "2", "-s", "256",
+                         "--manifest",  m,    "-o", o1,  src,  NULL};
+    const char *low[] = {pmt_pixmill(),  "-q", "-j", "2", "-s", "256",
+                         "--low-memory", "-o", o2,   src, NULL};
+    long kib_def = engine_peak_kib(def, 8, o1), kib_low = engine_peak_kib(low, 8, o2);
+    fprintf(stderr, "low-memory: engine peak %ld KiB, default (one engine) %ld KiB\n", kib_low,
+            kib_def);
+    ck_assert_msg(kib_low < kib_def * 4 / 5, "--low-memory peak %ld KiB, default %ld KiB", kib_low,
+                  kib_def);
+    for (int i = 0; i < 8; i++) {
+        char rel[64];
+        snprintf(rel, sizeof(rel), "d000/img%06d.jpg", i);
+        char *a = pmt_path(o1, rel), *b = pmt_path(o2, rel);
+        size_t la, lb;
+        char *da = pmt_read_file(a, &la), *db = pmt_read_file(b, &lb);
+        ck_assert_msg(da && db && la == lb && memcmp(da, db, la) == 0, "%s differs", rel);
+        free(da), free(db), free(a), free(b);
+    }
+    char *log = pmt_path(tmp, "execve.log"), *o3 = pmt_path(tmp, "out-low-traced");
+    ck_assert_int_eq(pmt_pixmill_traced("execve", log, NULL, "-q", "-j", "2", "-s", "64",
+                                        "--low-memory", "-o", o3, src, NULL),
+                     0);
+    ck_assert_int_eq(pmt_count_lines(log, "execve("), 2); /* the supervisor, one engine */
+    g_free(jpg);
+    free(src), free(o1), free(o2), free(o3), free(m), free(log);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("memory");
@@ -199,6 +250,7 @@ int main(void)
     tcase_add_test(tc, test_repeated_runs_never_crash);
     tcase_add_test(tc, test_one_folder_of_200000);
     tcase_add_test(tc, test_heap_kept_between_files);
+    tcase_add_test(tc, test_low_memory);
     suite_add_tcase(s, tc);
     return pmt_run_suite(s);
 }
