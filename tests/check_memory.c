@@ -50,18 +50,26 @@ static char *make_tree(const char *name, int n, const void *bytes, size_t len, c
     return root;
 }
 
-static long peak_kib(const char *src, const char *outname, int n)
+/* Runs argv (pixmill writing into out): it must succeed with n outputs ending in suffix. The
+ * peak RSS of the largest process it waited for (the engine), from wait4's rusage. */
+static long run_peak_kib(const char *const *argv, const char *out, const char *suffix, int n)
 {
-    char *out = pmt_path(tmp, outname);
-    const char *argv[] = {pmt_pixmill(), "-q", "-j", "2", "-s", "16", "-o", out, src, NULL};
     struct rusage ru;
     char *err;
     int rc = pmt_run((char *const *)argv, NULL, &err, &ru);
     ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
-    ck_assert_int_eq(pmt_count_files(out, ".png"), n);
+    ck_assert_int_eq(pmt_count_files(out, suffix), n);
     free(err);
-    free(out);
     return ru.ru_maxrss;
+}
+
+static long peak_kib(const char *src, const char *outname, int n)
+{
+    char *out = pmt_path(tmp, outname);
+    const char *argv[] = {pmt_pixmill(), "-q", "-j", "2", "-s", "16", "-o", out, src, NULL};
+    long kib = run_peak_kib(argv, out, ".png", n);
+    free(out);
+    return kib;
 }
 
 START_TEST(test_peak_rss_flat)
@@ -193,17 +201,6 @@ END_TEST
  * Eight copies of a 4000x3000 progressive JPEG (decoded whole: about 36 MB of coefficients
  * each) at -j 2. The default, kept in one engine by --manifest so that both peaks are of one
  * engine process, held 118 MB there; --low-memory 81-82 MB. Same output bytes, one engine. */
-static long engine_peak_kib(const char *const *argv, int n_out, const char *out)
-{
-    struct rusage ru;
-    char *err;
-    int rc = pmt_run((char *const *)argv, NULL, &err, &ru);
-    ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
-    ck_assert_int_eq(pmt_count_files(out, ".jpg"), n_out);
-    free(err);
-    return ru.ru_maxrss;
-}
-
 START_TEST(test_low_memory)
 {
     size_t len;
@@ -216,7 +213,7 @@ START_TEST(test_low_memory)
                          "--manifest",  m,    "-o", o1,  src,  NULL};
     const char *low[] = {pmt_pixmill(),  "-q", "-j", "2", "-s", "256",
                          "--low-memory", "-o", o2,   src, NULL};
-    long kib_def = engine_peak_kib(def, 8, o1), kib_low = engine_peak_kib(low, 8, o2);
+    long kib_def = run_peak_kib(def, o1, ".jpg", 8), kib_low = run_peak_kib(low, o2, ".jpg", 8);
     fprintf(stderr, "low-memory: engine peak %ld KiB, default (one engine) %ld KiB\n", kib_low,
             kib_def);
     ck_assert_msg(kib_low < kib_def * 4 / 5, "--low-memory peak %ld KiB, default %ld KiB", kib_low,
