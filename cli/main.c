@@ -398,15 +398,7 @@ static pm_recipe *recipe;
 
 static char **given; /* argv as given, for the engine; freed at exit like the recipe */
 
-/* glibc gives the free top of a heap back to the kernel once more than M_TRIM_THRESHOLD is free
- * there, and that threshold starts at 128 KiB; it rises only when a block malloc had mmap-ed is
- * freed (to twice its size, with M_MMAP_THRESHOLD at its size). Photos free such a block with
- * their first decode; a run of small images never does, so each file's buffers went back to
- * the kernel and were faulted in again (200 small files: 231 madvise and 83 brk calls; 1,000:
- * 17 % of the run's CPU). Freeing one 4 MiB block that malloc mmaps starts the run where glibc
- * would be after a large image (mmap above 4 MiB, trim above 8 MiB) and leaves both adaptive;
- * fixing them with mallopt would stop the adapting (photos 40-60 % slower, issue 6 note).
- * Skipped when the user set either threshold. */
+/* The user set glibc's mmap or trim threshold (environment or tunables): theirs wins. */
 static int user_set_malloc_thresholds(void)
 {
     const char *tunables = getenv("GLIBC_TUNABLES"); // NOLINT(concurrency-mt-unsafe)
@@ -416,6 +408,15 @@ static int user_set_malloc_thresholds(void)
                          strstr(tunables, "malloc.mmap_threshold")));
 }
 
+/* glibc gives the free top of a heap back to the kernel once more than M_TRIM_THRESHOLD is free
+ * there, and that threshold starts at 128 KiB; it rises only when a block malloc had mmap-ed is
+ * freed (to twice its size, with M_MMAP_THRESHOLD at its size). Photos free such a block with
+ * their first decode; a run of small images never does, so each file's buffers went back to
+ * the kernel and were faulted in again (200 small files: 231 madvise and 83 brk calls; 1,000:
+ * 17 % of the run's CPU). Freeing one 4 MiB block that malloc mmaps starts the run where glibc
+ * would be after a large image (mmap above 4 MiB, trim above 8 MiB) and leaves both adaptive;
+ * fixing them with mallopt would stop the adapting (photos 40-60 % slower, issue 6 note).
+ * Skipped when the user set either threshold. */
 static void malloc_start_warm(void)
 {
     if (user_set_malloc_thresholds())
