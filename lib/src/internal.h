@@ -207,6 +207,18 @@ typedef struct pm__variant {
     char *name_template;
 } pm__variant;
 
+/* ---- jpegdc.c: a progressive JPEG at 1/8 from its DC coefficients ---- */
+typedef struct pm__dc_image {
+    int width, height, bands; /* ceil(w / 8) x ceil(h / 8); 1 (grey) or 3 (RGB) bands */
+    unsigned char *pixels;    /* malloc'd, rows top to bottom, bands interleaved */
+} pm__dc_image;
+
+/* Reads the file behind fd with pread (its offset is left alone). 0 with *out filled, or -1
+ * when the file is anything but a well-formed 8-bit progressive Huffman JPEG in grey or YCbCr,
+ * read to its EOI: the caller then decodes it the usual way, which reports what is wrong. */
+int pm__jpeg_dc_decode(int fd, pm__dc_image *out);
+void pm__dc_image_free(pm__dc_image *img);
+
 /* ---- process.c: one source, start to finish ---- */
 /* The gate of whole-image decodes (pm_options.decode_budget): admits them in arrival order
  * while their estimated bytes fit the budget (or nothing else is running). */

@@ -335,6 +335,7 @@ typedef struct job_state {
     char hash[PM__HASH_HEX];  /* of the source's bytes */
     int decode_w, decode_h;   /* the one decode's size */
     int all_pages;            /* decode every frame */
+    int dc;                   /* a progressive JPEG wanted at 1/8 or less: from its DC alone */
     variant *v; /* n of them, as many as this source's outputs (a job waiting to be published
                  * holds no more) */
     int n;
@@ -786,6 +787,8 @@ static void digest_for(const pm__process_ctx *ctx, const job_state *s, variant *
     g_string_append_printf(t, "pixmill %s|vips %s|decode %dx%d pages %d fail_on %d rotate %d",
                            PM_VERSION_STRING, vips_version_string(), s->decode_w, s->decode_h,
                            s->all_pages, (int)o->fail_on, !o->no_rotate);
+    if (s->dc)
+        g_string_append(t, "|dc"); /* pixels a little different from libjpeg's at 1/4 */
     g_string_append_printf(
         t, "|profile %d %s %s intent %d|geometry %d %d %d %d|format %d keep %u", (int)o->profile,
         ep ? ep : "-", o->profile == PM_PROFILE_FILE ? ctx->profile_hash : "-", (int)o->intent,
@@ -812,6 +815,26 @@ static void digest_for(const pm__process_ctx *ctx, const job_state *s, variant *
     g_snprintf(v->digest, sizeof(v->digest), "%016" G_GINT64_MODIFIER "x",
                (guint64)XXH3_64bits(t->str, t->len));
     g_string_free(t, TRUE);
+}
+
+/* A progressive JPEG whose one decode is no larger than an eighth of it (in each axis, as
+ * stored): decoded from its DC coefficients alone (jpegdc.c), as libjpeg's 1/8 scale would,
+ * without holding every coefficient of the image. libvips' own thumbnail would stop at 1/4
+ * until the shrink reaches 16, leaving a factor of two to its resize; sharp's
+ * fastShrinkOnLoad, like this, goes to 1/8 as soon as the result is large enough. Not under
+ * --fail-on warning: the AC scans are skipped, so their warnings would go unseen. */
+static int dc_wanted(const pm_options *o, const job_state *s)
+{
+    const VipsImage *h = s->header;
+    int multiscan = 0;
+    if (!h || o->fail_on == PM_FAIL_ON_WARNING || s->same != PM_FORMAT_JPEG ||
+        !vips_image_get_typeof(h, "jpeg-multiscan") ||
+        vips_image_get_int((VipsImage *)h, "jpeg-multiscan", &multiscan) != 0 || !multiscan ||
+        (h->Bands != 1 && h->Bands != 3) || h->Type == VIPS_INTERPRETATION_CMYK)
+        return 0;
+    int swap = !o->no_rotate && vips_image_get_orientation_swap((VipsImage *)h);
+    int want_w = swap ? s->decode_h : s->decode_w, want_h = swap ? s->decode_w : s->decode_h;
+    return (h->Xsize + 7) / 8 >= want_w && (h->Ysize + 7) / 8 >= want_h;
 }
 
 /* Every variant x format for this source, with 'same' resolved; geometry, the one decode's
@@ -862,6 +885,7 @@ static void plan_outputs(const pm__process_ctx *ctx, const pm__job *job, job_sta
     s->all_pages = 0;
     for (int k = 0; k < s->n && o->animated && s->pages > 1; k++)
         s->all_pages |= is_animated_format(s->v[k].format);
+    s->dc = dc_wanted(o, s);
 
     const char *slash = strrchr(job->out_rel, '/');
     char *dir = slash ? g_strndup(job->out_rel, (gsize)(slash - job->out_rel)) : g_strdup("");
@@ -1134,7 +1158,8 @@ static void gate_leave(pm__decode_gate *g, uint64_t bytes)
     pthread_mutex_unlock(&g->mu);
 }
 
-static int decode_in_memory(const pm__process_ctx *ctx, job_state *s, pm__result *r);
+static VipsImage *dc_image(const job_state *s);
+static int decode_in_memory(const pm__process_ctx *ctx, job_state *s, VipsImage *dc, pm__result *r);
 
 /* The one decode, through the gate when it holds the whole image: the decoder's peak is
  * behind the gate, the small decoded image is not. */
@@ -1176,7 +1201,9 @@ static int lanes_enter(const pm__process_ctx *ctx, uint64_t bytes)
 
 static int decode_once(const pm__process_ctx *ctx, job_state *s, pm__result *r)
 {
-    uint64_t bytes = s->header ? whole_decode_bytes(s) : 0;
+    /* the DC decode holds two bytes a block: never behind the gate */
+    VipsImage *dc = s->dc ? dc_image(s) : NULL;
+    uint64_t bytes = s->header && !dc ? whole_decode_bytes(s) : 0;
     int heavy = bytes >= WHOLE_DECODE_MIN;
     pm__decode_gate *gate = ctx->gate && heavy ? ctx->gate : NULL;
     if (gate)
@@ -1186,7 +1213,8 @@ static int decode_once(const pm__process_ctx *ctx, job_state *s, pm__result *r)
     if (heavy)
         test_note_heavy(1);
 #endif
-    int rc = decode_in_memory(ctx, s, r);
+    int rc = decode_in_memory(ctx, s, dc, r);
+    VIPS_UNREF(dc);
 #ifdef PM_TEST_HOOKS
     if (heavy)
         test_note_heavy(-1);
@@ -1225,37 +1253,77 @@ static VipsImage *compute_here(VipsImage *in)
     return out;
 }
 
-static int decode_in_memory(const pm__process_ctx *ctx, job_state *s, pm__result *r)
+/* Copies a loader's metadata (profile, EXIF and its orientation, XMP, ...) to the DC image;
+ * the fields every image has are its own. */
+static void *copy_metadata(VipsImage *from, const char *name, GValue *value, void *to)
+{
+    (void)from;
+    if (!vips_image_get_typeof(to, name))
+        vips_image_set(to, name, value);
+    return NULL;
+}
+
+/* The DC decode as a libvips image that vips_thumbnail_image() takes as it would the loader's
+ * 1/8 shrink: the same metadata, the resolution scaled with the pixels. NULL: declined (the
+ * file goes through libvips). */
+static VipsImage *dc_image(const job_state *s)
+{
+    pm__dc_image dc;
+    if (pm__jpeg_dc_decode(s->fd, &dc) != 0)
+        return NULL;
+    VipsImage *img = vips_image_new_from_memory_copy(
+        dc.pixels, (size_t)dc.width * (size_t)dc.height * (size_t)dc.bands, dc.width, dc.height,
+        dc.bands, VIPS_FORMAT_UCHAR);
+    pm__dc_image_free(&dc);
+    if (!img) {
+        vips_error_clear();
+        return NULL;
+    }
+    vips_image_map(s->header, copy_metadata, img);
+    img->Xres = s->header->Xres / 8;
+    img->Yres = s->header->Yres / 8;
+    return img;
+}
+
+static int decode_in_memory(const pm__process_ctx *ctx, job_state *s, VipsImage *dc, pm__result *r)
 {
     /* One decode at the largest scale any output needs, straight to exact dimensions
      * (size=force: the shrink is worked out per axis, so no later one-pixel stretch shifts the
-     * image); every output is derived from it. */
+     * image); every output is derived from it. From the source through libvips' loader, or
+     * from the DC image. */
     const pm_options *o = ctx->opts;
     VipsImage *thumb = NULL;
-    /* Every frame only when an animated output wants them (the pixel cap counted them all).
-     * fail_on is ignored by vips_thumbnail_source() itself (libvips #5195): pass it to the
-     * loader through the option string. */
-    char *load_options =
-        g_strdup_printf("%s%s", s->all_pages ? "n=-1," : "", fail_on_string(o->fail_on));
+    static const VipsIntent intents[] = {VIPS_INTENT_RELATIVE, VIPS_INTENT_PERCEPTUAL,
+                                         VIPS_INTENT_SATURATION, VIPS_INTENT_ABSOLUTE};
+    VipsOperation *op = vips_operation_new(dc ? "thumbnail_image" : "thumbnail_source");
+    if (dc)
+        g_object_set(op, "in", dc, NULL);
+    else
+        g_object_set(op, "source", s->source, NULL);
+    g_object_set(op, "width", s->decode_w, "height", s->decode_h, "size", VIPS_SIZE_FORCE,
+                 "no_rotate", o->no_rotate, "intent", intents[o->intent], NULL);
     /* export_profile: an embedded profile (Display P3, Adobe RGB, CMYK) is used to convert to
      * the output space. Without it libvips 8.14 only relabels the numbers, and since sRGB
      * outputs carry no profile a P3 photo came out desaturated: 200,30,30 red became 184,50,41.
      * It costs about 15 ms an image even with no profile to apply, so for sRGB output only when
      * one is embedded. */
     const char *export_profile = export_profile_for(o, s->has_profile);
-    static const VipsIntent intents[] = {VIPS_INTENT_RELATIVE, VIPS_INTENT_PERCEPTUAL,
-                                         VIPS_INTENT_SATURATION, VIPS_INTENT_ABSOLUTE};
-    int rc;
     if (export_profile)
-        rc = vips_thumbnail_source(s->source, &thumb, s->decode_w, "height", s->decode_h, "size",
-                                   VIPS_SIZE_FORCE, "no_rotate", o->no_rotate, "intent",
-                                   intents[o->intent], "export_profile", export_profile,
-                                   "option_string", load_options, NULL);
-    else
-        rc = vips_thumbnail_source(s->source, &thumb, s->decode_w, "height", s->decode_h, "size",
-                                   VIPS_SIZE_FORCE, "no_rotate", o->no_rotate, "intent",
-                                   intents[o->intent], "option_string", load_options, NULL);
-    g_free(load_options);
+        g_object_set(op, "export_profile", export_profile, NULL);
+    if (!dc) {
+        /* Every frame only when an animated output wants them (the pixel cap counted them
+         * all). fail_on is ignored by vips_thumbnail_source() itself (libvips #5195): pass it
+         * to the loader through the option string. */
+        char *load_options =
+            g_strdup_printf("%s%s", s->all_pages ? "n=-1," : "", fail_on_string(o->fail_on));
+        g_object_set(op, "option_string", load_options, NULL);
+        g_free(load_options);
+    }
+    int rc = vips_cache_operation_buildp(&op);
+    if (rc == 0)
+        g_object_get(op, "out", &thumb, NULL);
+    vips_object_unref_outputs(VIPS_OBJECT(op));
+    g_object_unref(op);
     if (rc != 0) {
         fail(r, PM_ERR_DECODE, 0, take_vips_error());
         return -1;

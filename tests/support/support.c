@@ -211,6 +211,49 @@ static void jerr_exit(j_common_ptr cinfo)
     longjmp(((struct jerr *)cinfo->err)->jb, 1);
 }
 
+unsigned char *pmt_jpeg_eighth(const char *path, int *w, int *h, int *channels)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    struct jpeg_decompress_struct cinfo;
+    struct jerr je;
+    unsigned char *volatile px = NULL;
+    cinfo.err = jpeg_std_error(&je.mgr);
+    je.mgr.error_exit = jerr_exit;
+    je.mgr.emit_message = jerr_emit;
+    if (setjmp(je.jb)) {
+        jpeg_destroy_decompress(&cinfo);
+        fclose(f);
+        free(px);
+        return NULL;
+    }
+    jpeg_create_decompress(&cinfo);
+    jpeg_stdio_src(&cinfo, f);
+    jpeg_read_header(&cinfo, TRUE);
+    cinfo.scale_num = 1;
+    cinfo.scale_denom = 8;
+    jpeg_start_decompress(&cinfo);
+    *w = (int)cinfo.output_width;
+    *h = (int)cinfo.output_height;
+    *channels = cinfo.output_components;
+    size_t stride = (size_t)cinfo.output_width * (size_t)cinfo.output_components;
+    px = malloc(stride * cinfo.output_height);
+    while (cinfo.output_scanline < cinfo.output_height) {
+        JSAMPROW rows[1] = {px + stride * cinfo.output_scanline};
+        jpeg_read_scanlines(&cinfo, rows, 1);
+    }
+    int warnings = (int)je.mgr.num_warnings;
+    jpeg_finish_decompress(&cinfo);
+    jpeg_destroy_decompress(&cinfo);
+    fclose(f);
+    if (warnings) {
+        free(px);
+        return NULL;
+    }
+    return px;
+}
+
 int pmt_jpeg_decode(const char *path, int *w, int *h, int *channels, unsigned char *corner_rgb)
 {
     FILE *f = fopen(path, "rb");

@@ -34,6 +34,9 @@ void *pmt_encode_image(const char *suffix, int width, int height, int bands, siz
 /* Independent decoders: full decode; 0 on success with dimensions and channels set. */
 int pmt_png_decode(const char *path, int *w, int *h, int *channels);
 int pmt_jpeg_decode(const char *path, int *w, int *h, int *channels, unsigned char *corner_rgb);
+/* libjpeg's own decode at scale 1/8 (its default settings, RGB or grey out): malloc'd pixels,
+ * or NULL when libjpeg fails or warns. */
+unsigned char *pmt_jpeg_eighth(const char *path, int *w, int *h, int *channels);
 /* libjpeg's view of a JPEG header: progressive mode and the first component's sampling. */
 int pmt_jpeg_header(const char *path, int *progressive, int *h_samp, int *v_samp);
 int pmt_webp_decode(const char *path, int *w, int *h, int *has_alpha);

@@ -1,0 +1,331 @@
+/* Progressive JPEGs at 1/8 from their DC coefficients (lib/src/jpegdc.c): the pixels against
+ * libjpeg's own 1/8 decode (exact where no chroma is subsampled), what the decoder declines
+ * (anything but a whole, well-formed progressive grey or YCbCr file), and through the binary:
+ * orientation, an embedded profile, a truncated file's failure, and the outputs against the
+ * libvips decode they replace. */
+#define _GNU_SOURCE
+#include "internal.h"
+#include "support.h"
+
+#include <check.h>
+#include <fcntl.h>
+#include <glib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <vips/vips.h>
+
+static char *tmp, *in, *out;
+
+static void setup(void)
+{
+    pmt_vips_init();
+    ck_assert_int_eq(pmt_io_make(&tmp, &in, &out), 0);
+}
+
+static void teardown(void)
+{
+    pmt_io_free(&tmp, &in, &out);
+}
+
+/* Something like a photo for the coder: colour ramps, grain (a fixed seed) and a hard-edged
+ * block, so that values change within blocks and the chroma has edges. */
+static VipsImage *photo_like(int w, int h, int bands)
+{
+    VipsImage *xyz, *ramps, *noise, *grainy, *u8, *res;
+    ck_assert_int_eq(vips_xyz(&xyz, w, h, NULL), 0);
+    double a[3] = {200.0 / w, 200.0 / h, 0}, c[3] = {20, 30, 120};
+    VipsImage *x, *y, *parts[3];
+    vips_extract_band(xyz, &x, 0, NULL);
+    vips_extract_band(xyz, &y, 1, NULL);
+    vips_linear1(x, &parts[0], a[0], c[0], NULL);
+    vips_linear1(y, &parts[1], a[1], c[1], NULL);
+    vips_linear1(x, &parts[2], -a[0] / 2, c[2] + 80, NULL);
+    ck_assert_int_eq(vips_bandjoin(parts, &ramps, 3, NULL), 0);
+    ck_assert_int_eq(vips_gaussnoise(&noise, w, h, "sigma", 18.0, "mean", 0.0, "seed", 7, NULL), 0);
+    ck_assert_int_eq(vips_add(ramps, noise, &grainy, NULL), 0);
+    /* the hard edge: a block of saturated red a fifth of the way in */
+    VipsImage *block, *framed;
+    double red[3] = {230, 20, 40};
+    ck_assert_int_eq(vips_black(&block, w / 4, h / 4, "bands", 3, NULL), 0);
+    VipsImage *redblock;
+    double one[3] = {1, 1, 1};
+    ck_assert_int_eq(vips_linear(block, &redblock, one, red, 3, NULL), 0);
+    ck_assert_int_eq(vips_insert(grainy, redblock, &framed, w / 5, h / 5, NULL), 0);
+    ck_assert_int_eq(vips_cast_uchar(framed, &u8, NULL), 0);
+    if (bands == 1) {
+        ck_assert_int_eq(vips_extract_band(u8, &res, 1, NULL), 0);
+        res->Type = VIPS_INTERPRETATION_B_W;
+    } else {
+        ck_assert_int_eq(vips_copy(u8, &res, NULL), 0);
+        res->Type = VIPS_INTERPRETATION_sRGB;
+    }
+    VipsImage *drop[] = {xyz,   x,      y,     parts[0], parts[1], parts[2], ramps,
+                         noise, grainy, block, redblock, framed,   u8};
+    for (size_t i = 0; i < G_N_ELEMENTS(drop); i++)
+        g_object_unref(drop[i]);
+    return res;
+}
+
+/* Saves img as a progressive JPEG (unless baseline) and checks libjpeg sees it so. */
+static char *save_jpeg(VipsImage *img, const char *name, int subsample, int restart,
+                       int progressive)
+{
+    char *p = pmt_path(in, name);
+    ck_assert_int_eq(
+        vips_jpegsave(img, p, "Q", 85, "interlace", progressive, "subsample_mode",
+                      subsample ? VIPS_FOREIGN_SUBSAMPLE_ON : VIPS_FOREIGN_SUBSAMPLE_OFF,
+                      "restart_interval", restart, NULL),
+        0);
+    int prog = -1, hs = 0, vs = 0;
+    ck_assert_int_eq(pmt_jpeg_header(p, &prog, &hs, &vs), 0);
+    ck_assert_int_eq(prog, progressive);
+    if (img->Bands == 3)
+        ck_assert_int_eq(hs, subsample ? 2 : 1);
+    return p;
+}
+
+static int dc_decode_file(const char *path, pm__dc_image *im)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ck_assert_int_ge(fd, 0);
+    int rc = pm__jpeg_dc_decode(fd, im);
+    close(fd);
+    return rc;
+}
+
+START_TEST(test_matches_libjpeg_at_an_eighth)
+{
+    static const struct {
+        int w, h, bands, subsample, restart;
+        double most_mad; /* mean absolute difference allowed: 0 means the same bytes */
+    } cases[] = {
+        {1600, 1200, 3, 0, 0, 0},   /* 4:4:4 */
+        {1001, 667, 3, 0, 5, 0},    /* odd size, restart markers */
+        {999, 701, 1, 0, 3, 0},     /* grey */
+        {1600, 1200, 3, 1, 0, 1.5}, /* 4:2:0: libjpeg makes chroma with a 2x2 inverse DCT */
+        {1001, 667, 3, 1, 7, 1.5},
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        VipsImage *img = photo_like(cases[i].w, cases[i].h, cases[i].bands);
+        char name[32];
+        snprintf(name, sizeof(name), "case%zu.jpg", i);
+        char *p = save_jpeg(img, name, cases[i].subsample, cases[i].restart, 1);
+        g_object_unref(img);
+        pm__dc_image dc;
+        ck_assert_msg(dc_decode_file(p, &dc) == 0, "case %zu declined", i);
+        int w, h, ch;
+        unsigned char *ref = pmt_jpeg_eighth(p, &w, &h, &ch);
+        ck_assert_ptr_nonnull(ref);
+        ck_assert_int_eq(dc.width, w);
+        ck_assert_int_eq(dc.height, h);
+        ck_assert_int_eq(dc.bands, ch);
+        ck_assert_int_eq(w, (cases[i].w + 7) / 8);
+        size_t n = (size_t)w * (size_t)h * (size_t)ch;
+        double sum = 0;
+        int most = 0;
+        for (size_t k = 0; k < n; k++) {
+            int d = abs((int)dc.pixels[k] - (int)ref[k]);
+            sum += d;
+            most = MAX(most, d);
+        }
+        double mad = sum / (double)n;
+        fprintf(stderr, "case %zu (%dx%d, %d bands, %s, restart %d): MAD %.3f, largest %d\n", i,
+                cases[i].w, cases[i].h, ch, cases[i].subsample ? "4:2:0" : "4:4:4",
+                cases[i].restart, mad, most);
+        if (cases[i].most_mad == 0)
+            ck_assert_msg(most == 0, "case %zu: differs from libjpeg by up to %d", i, most);
+        else
+            ck_assert_msg(mad <= cases[i].most_mad, "case %zu: MAD %.3f", i, mad);
+        pm__dc_image_free(&dc);
+        free(ref), free(p);
+    }
+}
+END_TEST
+
+static char *write_bytes(const char *name, const void *data, size_t len)
+{
+    char *p = pmt_path(in, name);
+    ck_assert_int_eq(pmt_write_file(p, data, len), 0);
+    return p;
+}
+
+START_TEST(test_declines_what_it_does_not_read)
+{
+    pm__dc_image dc;
+    VipsImage *img = photo_like(640, 480, 3);
+    /* baseline: libjpeg streams those at 1/8 anyway */
+    char *base = save_jpeg(img, "baseline.jpg", 1, 0, 0);
+    ck_assert_int_eq(dc_decode_file(base, &dc), -1);
+    /* CMYK, four components */
+    VipsImage *cmyk, *four;
+    ck_assert_int_eq(vips_bandjoin_const1(img, &four, 40, NULL), 0);
+    ck_assert_int_eq(vips_copy(four, &cmyk, "interpretation", VIPS_INTERPRETATION_CMYK, NULL), 0);
+    char *cm = pmt_path(in, "cmyk.jpg");
+    ck_assert_int_eq(vips_jpegsave(cmyk, cm, "interlace", TRUE, NULL), 0);
+    VipsImage *check = vips_image_new_from_file(cm, NULL);
+    ck_assert_int_eq(check->Bands, 4);
+    g_object_unref(check), g_object_unref(cmyk), g_object_unref(four);
+    ck_assert_int_eq(dc_decode_file(cm, &dc), -1);
+    /* not a JPEG */
+    char *png = pmt_path(in, "x.png");
+    ck_assert_int_eq(vips_pngsave(img, png, NULL), 0);
+    ck_assert_int_eq(dc_decode_file(png, &dc), -1);
+
+    /* cut anywhere: no EOI, declined (libvips then reports the truncation) */
+    char *whole = save_jpeg(img, "whole.jpg", 1, 4, 1);
+    g_object_unref(img);
+    size_t len;
+    unsigned char *bytes = (unsigned char *)pmt_read_file(whole, &len);
+    ck_assert_ptr_nonnull(bytes);
+    pm__dc_image ref;
+    ck_assert_int_eq(dc_decode_file(whole, &ref), 0);
+    for (int k = 1; k <= 40; k++) {
+        char *p = write_bytes("cut.jpg", bytes, len * (size_t)k / 41);
+        ck_assert_msg(dc_decode_file(p, &dc) == -1, "cut at %zu of %zu decoded", len * k / 41, len);
+        free(p);
+    }
+    /* bytes after the EOI (a polyglot's payload) are not the image's business */
+    unsigned char *more = malloc(len + 64);
+    memcpy(more, bytes, len);
+    memset(more + len, 0xFF, 64);
+    memcpy(more + len, "PK\x03\x04 a zip after the image", 27);
+    char *poly = write_bytes("poly.jpg", more, len + 64);
+    ck_assert_int_eq(dc_decode_file(poly, &dc), 0);
+    ck_assert_int_eq(memcmp(dc.pixels, ref.pixels, (size_t)ref.width * ref.height * 3), 0);
+    pm__dc_image_free(&dc);
+
+    /* damage: 1-4 bytes changed at random places (fixed seed), 400 times. Whatever the bytes,
+     * no crash and no read or write out of bounds (the sanitizer builds run this); damage in
+     * the headers and DC scans must be seen (declined), damage in the AC scans it never
+     * reads is not. */
+    GRand *rand = g_rand_new_with_seed(1);
+    int declined = 0, decoded = 0;
+    for (int t = 0; t < 400; t++) {
+        memcpy(more, bytes, len);
+        int flips = g_rand_int_range(rand, 1, 5);
+        for (int f = 0; f < flips; f++)
+            more[g_rand_int_range(rand, 2, (gint32)len)] = (unsigned char)g_rand_int(rand);
+        char *p = write_bytes("damaged.jpg", more, len);
+        if (dc_decode_file(p, &dc) == 0) {
+            decoded++;
+            ck_assert(dc.width > 0 && dc.height > 0 && dc.pixels);
+            pm__dc_image_free(&dc);
+        } else {
+            declined++;
+        }
+        free(p);
+    }
+    fprintf(stderr, "damaged: %d declined, %d decoded\n", declined, decoded);
+    ck_assert_int_gt(declined, 0);
+    ck_assert_int_gt(decoded, 0);
+    g_rand_free(rand);
+    pm__dc_image_free(&ref);
+    free(more), free(bytes), free(poly), free(whole), free(png), free(cm), free(base);
+}
+END_TEST
+
+static unsigned char *png_out(const char *dir, const char *name, int *w, int *h)
+{
+    char *p = pmt_path(dir, name);
+    unsigned char *px = pmt_png_rgba(p, w, h);
+    ck_assert_msg(px != NULL, "cannot decode %s", p);
+    free(p);
+    return px;
+}
+
+/* Through the binary: a progressive photo stored on its side (EXIF orientation 6) comes out
+ * upright; the thumbnails are close to those libvips' decode makes (--fail-on warning keeps
+ * pixmill on libvips' decode: the DC path skips the AC scans, whose warnings that setting
+ * must see); a truncated one still fails, naming the file. */
+START_TEST(test_through_the_binary)
+{
+    VipsImage *u = photo_like(2400, 1600, 3), *side;
+    char *o1 = save_jpeg(u, "o1.jpg", 1, 0, 1);
+    ck_assert_int_eq(vips_rot(u, &side, VIPS_ANGLE_D270, NULL), 0);
+    VipsImage *tagged;
+    ck_assert_int_eq(vips_copy(side, &tagged, NULL), 0);
+    vips_image_set_int(tagged, VIPS_META_ORIENTATION, 6);
+    char *o6 = save_jpeg(tagged, "o6.jpg", 1, 0, 1);
+    g_object_unref(tagged), g_object_unref(side), g_object_unref(u);
+    char *out2 = pmt_path(tmp, "out-libvips");
+    char *err = NULL;
+    int rc = pmt_pixmill_run(&err, "-f", "png", "-s", "200", "-o", out, in, NULL);
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
+    free(err);
+    rc = pmt_pixmill_run(&err, "--fail-on", "warning", "-f", "png", "-s", "200", "-o", out2, in,
+                         NULL);
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
+    free(err);
+    int w1, h1, w6, h6, wl, hl;
+    unsigned char *a = png_out(out, "o1.png", &w1, &h1), *b = png_out(out, "o6.png", &w6, &h6),
+                  *l = png_out(out2, "o1.png", &wl, &hl);
+    ck_assert_int_eq(w1, 200);
+    ck_assert_int_eq(h1, 133);
+    ck_assert(w6 == w1 && h6 == h1 && wl == w1 && hl == h1);
+    double upright = pmt_mad_rgb(a, b, (size_t)w1 * h1), near = pmt_mad_rgb(a, l, (size_t)w1 * h1);
+    fprintf(stderr, "orientation 6 against 1: MAD %.3f; DC against libvips: MAD %.3f, PSNR %.1f\n",
+            upright, near, pmt_psnr_rgb(a, l, (size_t)w1 * h1));
+    ck_assert_msg(upright < 2.0, "orientation 6 comes out differently: MAD %.3f", upright);
+    ck_assert_msg(near < 3.0, "DC decode far from libvips': MAD %.3f", near);
+    /* and it was the DC path: libvips' own decode gives other bytes */
+    char *pa = pmt_path(out, "o1.png"), *pl = pmt_path(out2, "o1.png");
+    ck_assert(!pmt_same_file_bytes(pa, pl));
+    free(a), free(b), free(l), free(pa), free(pl);
+
+    /* a Display P3 progressive photo comes out converted to sRGB */
+    size_t len;
+    char *bytes = pmt_read_file(o1, &len);
+    pmt_rmtree(in);
+    pmt_mkdirs(in);
+    VipsImage *black, *lin, *cast, *t, *p3;
+    double one[3] = {1, 1, 1}, red[3] = {200, 30, 30};
+    ck_assert_int_eq(vips_black(&black, 640, 480, "bands", 3, NULL), 0);
+    ck_assert_int_eq(vips_linear(black, &lin, one, red, 3, NULL), 0);
+    ck_assert_int_eq(vips_cast_uchar(lin, &cast, NULL), 0);
+    cast->Type = VIPS_INTERPRETATION_sRGB;
+    ck_assert_int_eq(vips_icc_transform(cast, &t, "p3", "input_profile", "srgb", NULL), 0);
+    ck_assert_int_eq(vips_cast_uchar(t, &p3, NULL), 0);
+    char *pp = save_jpeg(p3, "p3.jpg", 0, 0, 1);
+    g_object_unref(p3), g_object_unref(t), g_object_unref(cast), g_object_unref(lin);
+    g_object_unref(black);
+    /* a truncated one beside it */
+    char *cut = write_bytes("cut.jpg", bytes, len * 2 / 3);
+    char *json = NULL;
+    rc = pmt_pixmill_run_out(&json, NULL, "--json", "-f", "png", "-s", "32", "-o", out, in, NULL);
+    ck_assert_int_eq(rc, 1);
+    ck_assert_msg(strstr(json, "cut.jpg") && strstr(json, "PM_ERR_DECODE"), "%s", json);
+    char *cut_out = pmt_path(out, "cut.png");
+    ck_assert_int_ne(access(cut_out, F_OK), 0);
+    int w, h;
+    unsigned char *px = png_out(out, "p3.png", &w, &h);
+    double m[3] = {0, 0, 0};
+    for (int i = 0; i < w * h; i++)
+        for (int c = 0; c < 3; c++)
+            m[c] += px[i * 4 + c] / (double)(w * h);
+    fprintf(stderr, "p3.jpg: mean %.1f %.1f %.1f (sRGB source 200 30 30)\n", m[0], m[1], m[2]);
+    for (int c = 0; c < 3; c++)
+        ck_assert_msg(m[c] > red[c] - 3 && m[c] < red[c] + 3, "channel %d: %.1f", c, m[c]);
+    free(px), free(cut_out), free(json), free(cut), free(bytes), free(pp);
+    free(o1), free(o6), free(out2);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("jpegdc");
+    TCase *tc = tcase_create("jpegdc");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 240);
+    tcase_add_test(tc, test_matches_libjpeg_at_an_eighth);
+    tcase_add_test(tc, test_declines_what_it_does_not_read);
+    tcase_add_test(tc, test_through_the_binary);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return pmt_run_suite(suite());
+}
