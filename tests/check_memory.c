@@ -50,6 +50,19 @@ static char *make_tree(const char *name, int n, const void *bytes, size_t len, c
     return root;
 }
 
+/* n copies of a w x h image encoded as pmt_encode_image() takes its suffix (".png",
+ * ".jpg[interlace]"), in a tree made by make_tree(). */
+static char *image_tree(const char *name, int n, const char *encode_as, int w, int h)
+{
+    size_t len;
+    void *bytes = pmt_encode_image(encode_as, w, h, 3, &len);
+    ck_assert_ptr_nonnull(bytes);
+    char *root =
+        make_tree(name, n, bytes, len, g_str_has_prefix(encode_as, ".png") ? ".png" : ".jpg");
+    g_free(bytes);
+    return root;
+}
+
 /* Runs argv (pixmill writing into out): it must succeed with n outputs ending in suffix. The
  * peak RSS of the largest process it waited for (the engine), from wait4's rusage. */
 static long run_peak_kib(const char *const *argv, const char *out, const char *suffix, int n)
@@ -74,18 +87,14 @@ static long peak_kib(const char *src, const char *outname, int n)
 
 START_TEST(test_peak_rss_flat)
 {
-    size_t len;
-    void *png = pmt_encode_image(".png", 24, 24, 3, &len);
-    ck_assert_ptr_nonnull(png);
-    char *small = make_tree("small", 2000, png, len, ".png");
-    char *large = make_tree("large", 20000, png, len, ".png");
+    char *small = image_tree("small", 2000, ".png", 24, 24);
+    char *large = image_tree("large", 20000, ".png", 24, 24);
     long rss_small = peak_kib(small, "out-small", 2000);
     long rss_large = peak_kib(large, "out-large", 20000);
     fprintf(stderr, "peak RSS: 2,000 files %ld KiB, 20,000 files %ld KiB (%.1f %%)\n", rss_small,
             rss_large, 100.0 * (double)(rss_large - rss_small) / (double)rss_small);
     ck_assert_msg(rss_large <= rss_small * 115 / 100,
                   "peak RSS grew with the file count: %ld KiB -> %ld KiB", rss_small, rss_large);
-    g_free(png);
     free(small);
     free(large);
 }
@@ -149,10 +158,7 @@ END_TEST
  * Eight runs in a row must all succeed. */
 START_TEST(test_repeated_runs_never_crash)
 {
-    size_t len;
-    void *png = pmt_encode_image(".png", 24, 24, 3, &len);
-    ck_assert_ptr_nonnull(png);
-    char *tree = make_tree("stress", 2000, png, len, ".png");
+    char *tree = image_tree("stress", 2000, ".png", 24, 24);
     for (int i = 0; i < 8; i++) {
         char *out = pmt_path(tmp, "out-stress");
         const char *argv[] = {pmt_pixmill(), "-q", "-j", "2", "-s", "16", "-o", out, tree, NULL};
@@ -163,7 +169,6 @@ START_TEST(test_repeated_runs_never_crash)
         pmt_rmtree(out);
         free(out);
     }
-    g_free(png);
     free(tree);
 }
 END_TEST
@@ -175,10 +180,7 @@ END_TEST
  * 40 now (library loading and thread stacks). */
 START_TEST(test_heap_kept_between_files)
 {
-    size_t len;
-    void *jpg = pmt_encode_image(".jpg", 400, 300, 3, &len);
-    ck_assert_ptr_nonnull(jpg);
-    char *src = make_tree("warm", 200, jpg, len, ".jpg");
+    char *src = image_tree("warm", 200, ".jpg", 400, 300);
     char *out = pmt_path(tmp, "out-warm");
     char *log = pmt_path(tmp, "heap.log");
     char *err = NULL;
@@ -192,7 +194,6 @@ START_TEST(test_heap_kept_between_files)
                   "%d madvise and brk calls for 200 files: the heap is handed back "
                   "after each one",
                   calls);
-    g_free(jpg);
     free(log), free(err), free(out), free(src);
 }
 END_TEST
@@ -203,10 +204,7 @@ END_TEST
  * what libvips' decode takes (--fail-on warning keeps pixmill on it). */
 START_TEST(test_dc_decode_holds_no_coefficients)
 {
-    size_t len;
-    void *jpg = pmt_encode_image(".jpg[interlace]", 6000, 4000, 3, &len);
-    ck_assert_ptr_nonnull(jpg);
-    char *src = make_tree("dc", 4, jpg, len, ".jpg");
+    char *src = image_tree("dc", 4, ".jpg[interlace]", 6000, 4000);
     char *o1 = pmt_path(tmp, "out-dc"), *o2 = pmt_path(tmp, "out-libvips");
     char *m1 = pmt_path(tmp, "m1.json"), *m2 = pmt_path(tmp, "m2.json");
     const char *dc[] = {pmt_pixmill(), "-q", "-j", "2", "-s", "256",
@@ -217,7 +215,6 @@ START_TEST(test_dc_decode_holds_no_coefficients)
     fprintf(stderr, "6000x4000 progressive: engine peak %ld KiB from DC, %ld KiB libvips\n", kib_dc,
             kib_lib);
     ck_assert_msg(kib_dc < kib_lib / 2, "DC decode peak %ld KiB, libvips %ld KiB", kib_dc, kib_lib);
-    g_free(jpg);
     free(src), free(o1), free(o2), free(m1), free(m2);
 }
 END_TEST
@@ -230,10 +227,7 @@ END_TEST
  * bytes, one engine. */
 START_TEST(test_low_memory)
 {
-    size_t len;
-    void *jpg = pmt_encode_image(".jpg[interlace]", 4000, 3000, 3, &len);
-    ck_assert_ptr_nonnull(jpg);
-    char *src = make_tree("heavy", 8, jpg, len, ".jpg");
+    char *src = image_tree("heavy", 8, ".jpg[interlace]", 4000, 3000);
     char *o1 = pmt_path(tmp, "out-default"), *o2 = pmt_path(tmp, "out-low");
     char *m = pmt_path(tmp, "m.json");
     const char *def[] = {pmt_pixmill(), "-q", "-j", "2", "-s", "512",
@@ -259,7 +253,6 @@ START_TEST(test_low_memory)
                                         "--low-memory", "-o", o3, src, NULL),
                      0);
     ck_assert_int_eq(pmt_count_lines(log, "execve("), 2); /* the supervisor, one engine */
-    g_free(jpg);
     free(src), free(o1), free(o2), free(o3), free(m), free(log);
 }
 END_TEST

@@ -211,7 +211,9 @@ static void jerr_exit(j_common_ptr cinfo)
     longjmp(((struct jerr *)cinfo->err)->jb, 1);
 }
 
-unsigned char *pmt_jpeg_eighth(const char *path, int *w, int *h, int *channels)
+/* Every pixel through libjpeg at 1/denom, RGB or grey: malloc'd, or NULL when libjpeg fails
+ * or warns (a truncated file warns). */
+static unsigned char *jpeg_pixels(const char *path, int denom, int *w, int *h, int *channels)
 {
     FILE *f = fopen(path, "rb");
     if (!f)
@@ -232,7 +234,7 @@ unsigned char *pmt_jpeg_eighth(const char *path, int *w, int *h, int *channels)
     jpeg_stdio_src(&cinfo, f);
     jpeg_read_header(&cinfo, TRUE);
     cinfo.scale_num = 1;
-    cinfo.scale_denom = 8;
+    cinfo.scale_denom = (unsigned)denom;
     jpeg_start_decompress(&cinfo);
     *w = (int)cinfo.output_width;
     *h = (int)cinfo.output_height;
@@ -254,47 +256,20 @@ unsigned char *pmt_jpeg_eighth(const char *path, int *w, int *h, int *channels)
     return px;
 }
 
+unsigned char *pmt_jpeg_eighth(const char *path, int *w, int *h, int *channels)
+{
+    return jpeg_pixels(path, 8, w, h, channels);
+}
+
 int pmt_jpeg_decode(const char *path, int *w, int *h, int *channels, unsigned char *corner_rgb)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    unsigned char *px = jpeg_pixels(path, 1, w, h, channels);
+    if (!px)
         return -1;
-    struct jpeg_decompress_struct cinfo;
-    struct jerr je;
-    unsigned char *row = NULL;
-    cinfo.err = jpeg_std_error(&je.mgr);
-    je.mgr.error_exit = jerr_exit;
-    je.mgr.emit_message = jerr_emit;
-    if (setjmp(je.jb)) {
-        jpeg_destroy_decompress(&cinfo);
-        fclose(f);
-        free(row);
-        return -1;
-    }
-    jpeg_create_decompress(&cinfo);
-    jpeg_stdio_src(&cinfo, f);
-    jpeg_read_header(&cinfo, TRUE);
-    jpeg_start_decompress(&cinfo);
-    *w = (int)cinfo.output_width;
-    *h = (int)cinfo.output_height;
-    *channels = cinfo.output_components;
-    row = malloc((size_t)cinfo.output_width * (size_t)cinfo.output_components);
-    int first = 1;
-    while (cinfo.output_scanline < cinfo.output_height) {
-        JSAMPROW rows[1] = {row};
-        jpeg_read_scanlines(&cinfo, rows, 1);
-        if (first && corner_rgb) { /* top-left pixel */
-            for (int i = 0; i < 3; i++)
-                corner_rgb[i] = row[cinfo.output_components == 3 ? i : 0];
-        }
-        first = 0;
-    }
-    int warnings = (int)je.mgr.num_warnings;
-    jpeg_finish_decompress(&cinfo);
-    jpeg_destroy_decompress(&cinfo);
-    fclose(f);
-    free(row);
-    return warnings ? -1 : 0; /* a truncated file warns: count it as a failure */
+    for (int i = 0; corner_rgb && i < 3; i++) /* top-left pixel */
+        corner_rgb[i] = px[*channels == 3 ? i : 0];
+    free(px);
+    return 0;
 }
 
 int pmt_jpeg_header(const char *path, int *progressive, int *h_samp, int *v_samp)
