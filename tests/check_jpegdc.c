@@ -272,6 +272,26 @@ START_TEST(test_through_the_binary)
     /* and it was the DC path: libvips' own decode gives other bytes */
     char *pa = pmt_path(out, "o1.png"), *pl = pmt_path(out2, "o1.png");
     ck_assert(!pmt_same_file_bytes(pa, pl));
+    /* Run again with one output lost: the other is current from its build record alone (no
+     * header read, so the record must say the source takes the DC path, or the digest would
+     * change and everything be redone), and the lost one comes back the same bytes. */
+    char *kept = pmt_path(tmp, "o1-first.png");
+    size_t first_len;
+    char *first = pmt_read_file(pa, &first_len);
+    ck_assert_ptr_nonnull(first);
+    ck_assert_int_eq(unlink(pa), 0);
+    char *events = NULL;
+    rc =
+        pmt_pixmill_run_out(&events, NULL, "--json", "-f", "png", "-s", "200", "-o", out, in, NULL);
+    ck_assert_int_eq(rc, 0);
+    int done = 0;
+    for (const char *e = events; (e = strstr(e, "\"event\":\"done\"")) != NULL; e++)
+        done++;
+    ck_assert_msg(done == 1, "%d sources redone, expected the one whose output was lost:\n%s", done,
+                  events);
+    ck_assert_int_eq(pmt_write_file(kept, first, first_len), 0);
+    ck_assert_msg(pmt_same_file_bytes(pa, kept), "o1.png made again is not the same bytes");
+    free(events), free(first), free(kept);
     free(a), free(b), free(l), free(pa), free(pl);
 
     /* a Display P3 progressive photo comes out converted to sRGB */
@@ -312,6 +332,36 @@ START_TEST(test_through_the_binary)
 }
 END_TEST
 
+/* The build record keeps whether a source takes the DC path (and whether it is stored on its
+ * side), so a rerun decides its digest without the header; a record written before the field
+ * existed still loads, as a source that does not. */
+START_TEST(test_record_keeps_dc_source)
+{
+    int root = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ck_assert_int_ge(root, 0);
+    pm__state st = {0}, back = {0};
+    st.source = (char *)"/photos/p.jpg";
+    g_strlcpy(st.hash, "0123456789abcdef0123456789abcdef", sizeof(st.hash));
+    st.width = 2056, st.height = 3088, st.pages = 1, st.same = PM_FORMAT_JPEG, st.dc_source = 2;
+    int err = 0;
+    ck_assert_int_eq(pm__state_save(root, "r", "p.st", &st, &err), PM_OK);
+    ck_assert_int_eq(pm__state_load(root, "r", "p.st", &back), 0);
+    ck_assert_int_eq(back.dc_source, 2);
+    ck_assert_int_eq(back.width, 2056);
+    pm__state_clear(&back);
+    char *old = pmt_path(tmp, "r/old.st");
+    const char *text = "pixmill-state 1\nsource\t/photos/p.jpg\nsize\t10\nmtime\t1\nhash\t"
+                       "0123456789abcdef0123456789abcdef\ndims\t2056\t3088\t1\t1\t0\n";
+    ck_assert_int_eq(pmt_write_file(old, text, strlen(text)), 0);
+    ck_assert_int_eq(pm__state_load(root, "r", "old.st", &back), 0);
+    ck_assert_int_eq(back.dc_source, 0);
+    ck_assert_int_eq(back.height, 3088);
+    pm__state_clear(&back);
+    close(root);
+    free(old);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("jpegdc");
@@ -321,6 +371,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_matches_libjpeg_at_an_eighth);
     tcase_add_test(tc, test_declines_what_it_does_not_read);
     tcase_add_test(tc, test_through_the_binary);
+    tcase_add_test(tc, test_record_keeps_dc_source);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -152,6 +152,8 @@ typedef struct pm__state {
     int pages;
     pm_format same;
     int has_profile; /* a usable ICC profile is embedded */
+    int dc_source;   /* a progressive grey or YCbCr JPEG (jpegdc.c can read it): 1 stored as
+                      * width x height, 2 stored on its side; 0 not one (or an older record) */
     pm__state_out *outs;
     int n_outs;
 } pm__state;

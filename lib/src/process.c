@@ -335,6 +335,7 @@ typedef struct job_state {
     char hash[PM__HASH_HEX];  /* of the source's bytes */
     int decode_w, decode_h;   /* the one decode's size */
     int all_pages;            /* decode every frame */
+    int dc_source;            /* as pm__state.dc_source: from the header or the record */
     int dc;                   /* a progressive JPEG wanted at 1/8 or less: from its DC alone */
     variant *v; /* n of them, as many as this source's outputs (a job waiting to be published
                  * holds no more) */
@@ -685,6 +686,19 @@ static int check_file_size(const pm_options *o, const struct stat *st, pm__resul
     return 0;
 }
 
+/* Can jpegdc.c read this source (a progressive grey or YCbCr JPEG), and is it stored on its
+ * side (swap: the orientation the outputs use turns it)? Kept in the build record, so that a
+ * source whose record is current decides its decode, and so its digest, without its header. */
+static int dc_source_of(VipsImage *h, int swap)
+{
+    int multiscan = 0;
+    if (!vips_image_get_typeof(h, "jpeg-multiscan") ||
+        vips_image_get_int(h, "jpeg-multiscan", &multiscan) != 0 || !multiscan ||
+        (h->Bands != 1 && h->Bands != 3) || h->Type == VIPS_INTERPRETATION_CMYK)
+        return 0;
+    return swap ? 2 : 1;
+}
+
 /* Sniff the format and read the header (lazy: no pixel decoded); the pixel cap is checked
  * here, before any decoding. */
 static int read_header(const pm__process_ctx *ctx, job_state *s, pm__result *r)
@@ -741,6 +755,7 @@ static int read_header(const pm__process_ctx *ctx, job_state *s, pm__result *r)
     s->same = format_for_loader(nickname, s->header);
     s->has_profile = usable_profile(s->header);
     int swap = !o->no_rotate && vips_image_get_orientation_swap(s->header);
+    s->dc_source = dc_source_of(s->header, swap);
     s->upright_w = swap ? s->header->Ysize : s->header->Xsize;
     s->upright_h = swap ? s->header->Xsize : s->header->Ysize;
     r->ev.source_width = s->upright_w;
@@ -825,16 +840,13 @@ static void digest_for(const pm__process_ctx *ctx, const job_state *s, variant *
  * --fail-on warning: the AC scans are skipped, so their warnings would go unseen. */
 static int dc_wanted(const pm_options *o, const job_state *s)
 {
-    const VipsImage *h = s->header;
-    int multiscan = 0;
-    if (!h || o->fail_on == PM_FAIL_ON_WARNING || s->same != PM_FORMAT_JPEG ||
-        !vips_image_get_typeof(h, "jpeg-multiscan") ||
-        vips_image_get_int((VipsImage *)h, "jpeg-multiscan", &multiscan) != 0 || !multiscan ||
-        (h->Bands != 1 && h->Bands != 3) || h->Type == VIPS_INTERPRETATION_CMYK)
+    if (!s->dc_source || o->fail_on == PM_FAIL_ON_WARNING || s->same != PM_FORMAT_JPEG)
         return 0;
-    int swap = !o->no_rotate && vips_image_get_orientation_swap((VipsImage *)h);
-    int want_w = swap ? s->decode_h : s->decode_w, want_h = swap ? s->decode_w : s->decode_h;
-    return (h->Xsize + 7) / 8 >= want_w && (h->Ysize + 7) / 8 >= want_h;
+    int side = s->dc_source == 2; /* stored on its side: the upright sizes swap back */
+    int stored_w = side ? s->upright_h : s->upright_w,
+        stored_h = side ? s->upright_w : s->upright_h;
+    int want_w = side ? s->decode_h : s->decode_w, want_h = side ? s->decode_w : s->decode_h;
+    return (stored_w + 7) / 8 >= want_w && (stored_h + 7) / 8 >= want_h;
 }
 
 /* Every variant x format for this source, with 'same' resolved; geometry, the one decode's
@@ -1531,6 +1543,7 @@ static int save_state(const pm__process_ctx *ctx, job_state *s, const struct sta
     ns.pages = s->pages;
     ns.same = s->same;
     ns.has_profile = s->has_profile;
+    ns.dc_source = s->dc_source;
     ns.outs = g_new0(pm__state_out, (gsize)s->n + (gsize)s->old.n_outs + 1);
     for (int i = 0; i < s->n; i++) {
         variant *v = &s->v[i];
@@ -1661,6 +1674,7 @@ void pm__process_job(const pm__process_ctx *ctx, const pm__job *job, pm__result 
         s->pages = s->old.pages;
         s->same = s->old.same;
         s->has_profile = s->old.has_profile;
+        s->dc_source = s->old.dc_source;
         r->ev.source_width = s->old.width;
         r->ev.source_height = s->old.height;
         char *abs = g_canonicalize_filename(job->source, ctx->cwd);

@@ -117,13 +117,15 @@ static int parse_line(char *line, pm__state *st, GArray *outs)
     } else if (n == 2 && strcmp(f[0], "hash") == 0 && is_hex(f[1], PM__HASH_HEX - 1)) {
         g_strlcpy(st->hash, f[1], sizeof(st->hash));
         ok = 1;
-    } else if (n == 6 && strcmp(f[0], "dims") == 0) {
+    } else if ((n == 6 || n == 7) && strcmp(f[0], "dims") == 0) {
         st->width = atoi(f[1]);
         st->height = atoi(f[2]);
         st->pages = atoi(f[3]);
         st->same = (pm_format)atoi(f[4]);
         st->has_profile = atoi(f[5]);
-        ok = st->width > 0 && st->height > 0 && (unsigned)st->same <= PM_FORMAT_LAST;
+        st->dc_source = n == 7 ? atoi(f[6]) : 0; /* records before it had six fields */
+        ok = st->dc_source >= 0 && st->dc_source <= 2 && st->width > 0 && st->height > 0 &&
+             (unsigned)st->same <= PM_FORMAT_LAST;
     } else if (n == 11 && strcmp(f[0], "out") == 0 && is_hex(f[1], 16) &&
                is_hex(f[7], PM__HASH_HEX - 1)) {
         pm__state_out o = {0};
@@ -199,9 +201,9 @@ int pm__state_save(int rootfd, const char *dir_rel, const char *name, const pm__
     char *esc = g_strescape(st->source, NULL);
     g_string_append_printf(text,
                            "source\t%s\nsize\t%" G_GUINT64_FORMAT "\nmtime\t%" G_GINT64_FORMAT
-                           "\nhash\t%s\ndims\t%d\t%d\t%d\t%d\t%d\n",
+                           "\nhash\t%s\ndims\t%d\t%d\t%d\t%d\t%d\t%d\n",
                            esc, st->size, st->mtime_ns, st->hash, st->width, st->height, st->pages,
-                           (int)st->same, st->has_profile);
+                           (int)st->same, st->has_profile, st->dc_source);
     g_free(esc);
     for (int i = 0; i < st->n_outs; i++) {
         const pm__state_out *o = &st->outs[i];
