@@ -73,7 +73,7 @@ static int skip_bytes(reader *r, size_t n)
 /* A Huffman table in canonical form (ITU T.81 F.2.2.3). */
 typedef struct huff {
     int defined;
-    int32_t maxcode[18]; /* largest code of each length, -1 when none */
+    int32_t maxcode[17]; /* largest code of each length, -1 when none */
     int valptr[17];      /* index in vals of the first code of each length */
     int32_t mincode[17];
     unsigned char vals[256];
@@ -117,7 +117,6 @@ static int huff_build(huff *t, const unsigned char counts[16], int total, int dc
         t->maxcode[len] = counts[len - 1] ? code - 1 : -1;
         code <<= 1;
     }
-    t->maxcode[17] = INT32_MAX;
     for (int i = 0; dc && i < total; i++)
         if (t->vals[i] > 15)
             return -1;
