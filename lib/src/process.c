@@ -686,15 +686,22 @@ static int check_file_size(const pm_options *o, const struct stat *st, pm__resul
     return 0;
 }
 
+/* A loader's integer field (jpeg-multiscan, interlaced), 0 when it did not set one. */
+static int int_field(VipsImage *h, const char *name)
+{
+    int v = 0;
+    if (vips_image_get_typeof(h, name))
+        vips_image_get_int(h, name, &v);
+    return v;
+}
+
 /* Can jpegdc.c read this source (a progressive grey or YCbCr JPEG), and is it stored on its
  * side (swap: the orientation the outputs use turns it)? Kept in the build record, so that a
  * source whose record is current decides its decode, and so its digest, without its header. */
 static int dc_source_of(VipsImage *h, int swap)
 {
-    int multiscan = 0;
-    if (!vips_image_get_typeof(h, "jpeg-multiscan") ||
-        vips_image_get_int(h, "jpeg-multiscan", &multiscan) != 0 || !multiscan ||
-        (h->Bands != 1 && h->Bands != 3) || h->Type == VIPS_INTERPRETATION_CMYK)
+    if (!int_field(h, "jpeg-multiscan") || (h->Bands != 1 && h->Bands != 3) ||
+        h->Type == VIPS_INTERPRETATION_CMYK)
         return 0;
     return swap ? 2 : 1;
 }
@@ -1126,11 +1133,7 @@ static uint64_t whole_decode_bytes(const job_state *s)
 {
     VipsImage *h = s->header;
     uint64_t px = (uint64_t)h->Xsize * (uint64_t)h->Ysize, bands = (uint64_t)h->Bands;
-    int multiscan = 0, interlaced = 0;
-    if (vips_image_get_typeof(h, "jpeg-multiscan"))
-        vips_image_get_int(h, "jpeg-multiscan", &multiscan);
-    if (vips_image_get_typeof(h, "interlaced"))
-        vips_image_get_int(h, "interlaced", &interlaced);
+    int multiscan = int_field(h, "jpeg-multiscan"), interlaced = int_field(h, "interlaced");
     if (multiscan) {
         /* 2 bytes a coefficient, one coefficient a pixel in each full-size component;
          * subsampled chroma holds a quarter (4:2:0) or a half (4:2:2) of that */
