@@ -7,6 +7,6 @@ SUDO=
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
-  build-essential cmake pkg-config libvips-dev libglib2.0-dev libjson-glib-dev libxxhash-dev jq \
+  build-essential cmake pkg-config libvips-dev libvips-tools libglib2.0-dev libjson-glib-dev libxxhash-dev jq \
   check libpng-dev libjpeg-dev libwebp-dev libheif-dev libtiff-dev gifsicle strace \
   valgrind clang libclang-rt-14-dev >/dev/null

@@ -27,6 +27,11 @@ void cli_print_escaped(FILE *f, const char *s);
 void cli_print_failure(const pm_event *ev, int dry_run);
 void cli_print_summary(const pm_summary *s, int dry_run);
 
+/* The value a supervisor's forwarded first signal carries (sigqueue): an engine that had the
+ * same signal already (a terminal's Ctrl-C reaches both) takes it for the same one, not a
+ * second. */
+#define CLI_SIGNAL_FORWARDED 0x706d6631
+
 typedef struct sup_config {
     char **argv; /* the command line as given (argv[0] excluded), options and inputs */
     int argc;

@@ -380,11 +380,17 @@ static void *signal_main(void *arg)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGUSR1); /* our own "stop listening" */
     for (;;) {
-        int sig;
-        if (sigwait(&set, &sig) != 0)
+        siginfo_t si;
+        int sig = sigwaitinfo(&set, &si);
+        if (sig < 0)
             continue;
         if (sig == SIGUSR1)
             return NULL;
+        /* the supervisor passes its first signal on, marked: the same Ctrl-C may have come
+         * from the terminal already, and is not a second one */
+        int forwarded = si.si_code == SI_QUEUE && si.si_value.sival_int == CLI_SIGNAL_FORWARDED;
+        if (st->signo && forwarded)
+            continue;
         if (st->signo) /* second signal: leave at once */
             _exit(128 + sig);
         st->signo = sig;
@@ -467,8 +473,28 @@ static void free_at_exit(void)
     given = NULL;
 }
 
+/* Descriptors 0-2 that were closed get /dev/null, before anything else opens a file: a
+ * signalfd or an output taking descriptor 0 was read as the file list (it hung, and a SIGINT
+ * became list data). Whether stdin was closed is kept: "--files-from -" then has no list. */
+static int stdin_was_closed;
+
+static void reserve_standard_fds(void)
+{
+    for (int fd = 0; fd < 3; fd++) {
+        if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
+            continue;
+        stdin_was_closed |= fd == 0;
+        int got = open("/dev/null", O_RDWR);
+        if (got >= 0 && got != fd) { /* cannot happen: fd is the lowest free */
+            dup2(got, fd);
+            close(got);
+        }
+    }
+}
+
 int main(int argc, char **argv)
 {
+    reserve_standard_fds();
     static const struct option longopts[] = {
         {"output", required_argument, NULL, 'o'},
         {"size", required_argument, NULL, 's'},
@@ -812,6 +838,9 @@ int main(int argc, char **argv)
         opts.n_formats = n_formats;
     if (optind == argc && n_files_from == 0)
         return usage_error("no input: give files or folders, or --files-from");
+    for (int i = 0; i < n_files_from; i++)
+        if (strcmp(files_from[i], "-") == 0 && stdin_was_closed && engine_fd < 0)
+            return usage_error("--files-from -: standard input is closed");
     for (int i = optind; i < argc; i++)
         if (!*argv[i])
             return usage_error("empty input path");
@@ -916,9 +945,17 @@ int main(int argc, char **argv)
             pm_batch_destroy(batch);
             return EXIT_USAGE;
         }
-        pm_batch_add_file_list(batch, fd, delim);
+        int added = pm_batch_add_file_list(batch, fd, delim);
+        int err = errno;
         if (fd != STDIN_FILENO)
             close(fd);
+        if (added != PM_OK) { /* never a batch without its list */
+            char buf[256];
+            fprintf(stderr, "pixmill: %s: %s\n", files_from[i], strerror_r(err, buf, sizeof(buf)));
+            pm_batch_destroy(batch);
+            pm_global_shutdown();
+            return EXIT_FATAL;
+        }
     }
 
     sig_state sst = {batch, 0};
@@ -948,6 +985,8 @@ int main(int argc, char **argv)
 
     if (sst.signo)
         return 128 + sst.signo;
+    if (rc == PM_ERR_USAGE)
+        return EXIT_USAGE;
     if (rc != PM_OK && rc != PM_ERR_CANCELLED)
         return EXIT_FATAL;
     return (sum.failed + sum.scan_errors) ? EXIT_FILES_FAILED : EXIT_OK;

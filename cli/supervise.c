@@ -112,37 +112,94 @@ static char *seq_list(GHashTable *set)
     return g_string_free(s, FALSE);
 }
 
+/* One list copied whole into out, or not at all: a read or a write that fails ends it (a list
+ * cut short would be a shorter batch that says nothing). A signal while it is read (the user
+ * gave up on a slow pipe) ends it too: *signo. 0, or -1 with errno and *what. */
+static int spool_one(int in, int out, int sigfd, int *signo, const char **what)
+{
+    char buf[65536];
+    for (;;) {
+        struct pollfd p[2] = {{in, POLLIN, 0}, {sigfd, POLLIN, 0}};
+        if (poll(p, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            *what = "read";
+            return -1;
+        }
+        if (p[1].revents & POLLIN) {
+            struct signalfd_siginfo si;
+            if (read(sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+                *signo = (int)si.ssi_signo;
+                return 0;
+            }
+        }
+        if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR)))
+            continue;
+        ssize_t n = read(in, buf, sizeof(buf));
+        if (n < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        if (n < 0) {
+            *what = "read";
+            return -1;
+        }
+        if (n == 0)
+            return 0;
+        for (ssize_t done = 0; done < n;) {
+            ssize_t w = write(out, buf + done, (size_t)(n - done));
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0) {
+                if (w == 0)
+                    errno = ENOSPC;
+                *what = "spool";
+                return -1;
+            }
+            done += w;
+        }
+    }
+}
+
 /* The file lists are copied once, so that every engine reads the same list from its start
- * (stdin and pipes cannot be read twice). */
-static int spool_lists(const sup_config *cfg)
+ * (stdin and pipes cannot be read twice). 0; 2 when a list cannot be opened (a usage error,
+ * nothing touched); 3 when one cannot be copied whole; 128 + the signal when interrupted. */
+static int spool_lists(const sup_config *cfg, int sigfd)
 {
     for (int i = 0; i < cfg->n_lists && i < 64; i++) {
         int in = strcmp(cfg->lists[i], "-") == 0 ? STDIN_FILENO
                                                  : open(cfg->lists[i], O_RDONLY | O_CLOEXEC);
         if (in < 0) {
             fprintf(stderr, "pixmill: %s: %s\n", cfg->lists[i], g_strerror(errno));
-            return -1;
+            return 2;
         }
         const char *tmpdir = g_get_tmp_dir();
         int out = open(tmpdir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
         if (out < 0) {
             fprintf(stderr, "pixmill: cannot spool %s in %s: %s\n", cfg->lists[i], tmpdir,
                     g_strerror(errno));
-            return -1;
+            if (in != STDIN_FILENO)
+                close(in);
+            return 3;
         }
-        char buf[65536];
-        ssize_t n;
-        while ((n = read(in, buf, sizeof(buf))) > 0 || (n < 0 && errno == EINTR))
-            if (n > 0 && write(out, buf, (size_t)n) != n)
-                n = -1;
+        int signo = 0;
+        const char *what = NULL;
+        int rc = spool_one(in, out, sigfd, &signo, &what);
+        int err = errno;
         if (in != STDIN_FILENO)
             close(in);
-        if (n < 0) {
-            fprintf(stderr, "pixmill: cannot read %s: %s\n", cfg->lists[i], g_strerror(errno));
+        if (rc != 0) {
+            if (strcmp(what, "spool") == 0)
+                fprintf(stderr, "pixmill: cannot spool %s in %s: %s\n", cfg->lists[i], tmpdir,
+                        g_strerror(err));
+            else
+                fprintf(stderr, "pixmill: cannot read %s: %s\n", cfg->lists[i], g_strerror(err));
             close(out);
-            return -1;
+            return 3;
         }
         list_fds[n_list_fds++] = out;
+        if (signo) {
+            fprintf(stderr, "pixmill: interrupted while reading %s\n", cfg->lists[i]);
+            return 128 + signo;
+        }
     }
     return 0;
 }
@@ -517,12 +574,19 @@ static void run_engine(const sup_config *cfg, engine_run *er, int sigfd, int *us
         if (got_n > 0 && (fds[0].revents & POLLIN)) {
             struct signalfd_siginfo si;
             if (read(sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-                /* A terminal's Ctrl-C reaches the engines too (same process group); a kill
-                 * aimed at the supervisor alone is passed on. A second signal: at once. */
-                if (si.ssi_code == SI_USER || si.ssi_code == SI_QUEUE || *user_signal)
-                    for (int k = 0; k < n; k++)
-                        if (ln[k].fd >= 0)
+                /* Passed on whenever the engines may not have had it: a kill aimed at the
+                 * supervisor alone, or a terminal's Ctrl-C from before an engine started
+                 * (while a list was read). The first goes marked (CLI_SIGNAL_FORWARDED), so
+                 * an engine that had it from the terminal too does not count it twice; a
+                 * second signal is passed on as it is: at once. */
+                union sigval mark = {.sival_int = CLI_SIGNAL_FORWARDED};
+                for (int k = 0; k < n; k++)
+                    if (ln[k].fd >= 0) {
+                        if (*user_signal)
                             kill(ln[k].pid, (int)si.ssi_signo);
+                        else
+                            sigqueue(ln[k].pid, (int)si.ssi_signo, mark);
+                    }
                 if (!*user_signal) {
                     *user_signal = (int)si.ssi_signo;
                     drain_deadline = now() + DRAIN_GRACE;
@@ -670,8 +734,19 @@ int cli_supervise(const sup_config *cfg)
     sigaddset(&set, SIGTERM);
     sigprocmask(SIG_BLOCK, &set, NULL);
     int sigfd = signalfd(-1, &set, SFD_CLOEXEC);
-    if (sigfd < 0 || spool_lists(cfg) != 0)
+    if (sigfd < 0)
         return 3;
+    int spooled = spool_lists(cfg, sigfd);
+    if (spooled != 0) {
+        if (spooled > 128 && !cfg->view.quiet) {
+            pm_summary none = {0};
+            cli_print_summary(&none, cfg->view.dry_run);
+        }
+        for (int i = 0; i < n_list_fds; i++)
+            close(list_fds[i]);
+        close(sigfd);
+        return spooled;
+    }
 
     pm_summary total = {0};
     uint64_t quiet_below = 1; /* every seq below has been reported */

@@ -511,7 +511,9 @@ START_TEST(test_long_names_and_paths)
     ck_assert_msg(strstr(e, "LLLL.png: output name is not usable") &&
                       strstr(e, "a part over 255 bytes"),
                   "%s", e);
-    ck_assert_msg(strstr(e, "deep.png: input/output error: File name too long"), "%s", e);
+    /* deep.png is reached component by component (*at calls), so it opens; its output's
+     * name, over 4000 bytes, is the clear per-file error */
+    ck_assert_msg(strstr(e, "deep.png: output name is not usable"), "%.2000s", e);
     ck_assert_msg(strstr(e, "1 processed") && strstr(e, "2 failed"), "%s", e);
     ck_assert_int_eq(pmt_count_files(out, "short-"), 2);
     ck_assert_int_eq(pmt_count_files(out, ".tmp"), 0);

@@ -23,14 +23,37 @@ typedef struct record {
     GString *events;     /* "TYPE status errno path\n" */
     int n_sources;
     int n_regular_stat; /* sources that came with a stat of a regular file */
+    int n_misplaced;    /* sources whose pm__where does not lead to the file met */
 } record;
 
+/* Does where (the physical folder, the name in it, the root) lead to the file met? Checked
+ * with a plain lstat of the joined path and realpath: another route than the scan's. */
+static int where_leads_to(const pm__where *w, const char *path)
+{
+    char *joined = strcmp(w->dir, "/") == 0 ? g_strconcat("/", w->name, NULL)
+                                            : g_strconcat(w->dir, "/", w->name, NULL);
+    char *real_dir = realpath(w->dir, NULL);
+    struct stat a, b, d;
+    int ok = lstat(joined, &a) == 0 && stat(path, &b) == 0 && a.st_dev == b.st_dev &&
+             a.st_ino == b.st_ino && S_ISREG(a.st_mode) && real_dir &&
+             strcmp(real_dir, w->dir) == 0 && stat(w->dir, &d) == 0 && d.st_dev == w->dir_dev &&
+             d.st_ino == w->dir_ino && w->root_len <= strlen(w->dir) &&
+             (w->dir[w->root_len] == '\0' || w->dir[w->root_len] == '/');
+    if (!ok)
+        fprintf(stderr, "misplaced: %s -> %s (root %.*s)\n", path, joined, (int)w->root_len,
+                w->dir);
+    free(real_dir);
+    g_free(joined);
+    return ok;
+}
+
 static int rec_source(const char *path, const char *out_rel, int explicit_file,
-                      const struct stat *st, void *ud)
+                      const struct stat *st, const pm__where *where, int place, void *ud)
 {
     record *r = ud;
-    (void)explicit_file;
+    (void)explicit_file, (void)place;
     r->n_regular_stat += st && S_ISREG(st->st_mode);
+    r->n_misplaced += !where_leads_to(where, path);
     gpointer old = g_hash_table_lookup(r->sources, path);
     g_hash_table_insert(r->sources, g_strdup(path), GINT_TO_POINTER(GPOINTER_TO_INT(old) + 1));
     g_hash_table_insert(r->rels, g_strdup(out_rel), g_strdup(path));
@@ -193,8 +216,21 @@ START_TEST(test_symlinked_root_is_followed)
     char *link = pmt_path(tmp, "alias");
     ck_assert_int_eq(symlink("real", link), 0);
     record *r = scan(link, NULL, 0);
-    ck_assert_int_eq(r->n_sources, 1); /* a path the user names is followed, as find -H */
+    ck_assert_int_eq(r->n_sources, 1);   /* a path the user names is followed, as find -H */
+    ck_assert_int_eq(r->n_misplaced, 0); /* and known by its physical place */
     rec_free(r);
+    /* a named file through a link to a folder, and a named link to a file */
+    char *via = pmt_path(link, "p.png"), *flink = pmt_path(tmp, "f.png");
+    ck_assert_int_eq(symlink("real/p.png", flink), 0);
+    r = scan(via, NULL, 0);
+    ck_assert_int_eq(r->n_sources, 1);
+    ck_assert_int_eq(r->n_misplaced, 0);
+    rec_free(r);
+    r = scan(flink, NULL, 0);
+    ck_assert_int_eq(r->n_sources, 1);
+    ck_assert_int_eq(r->n_misplaced, 0);
+    rec_free(r);
+    free(via), free(flink);
     free(link);
 }
 END_TEST
@@ -314,6 +350,7 @@ START_TEST(test_twenty_thousand_files_each_once)
     }
     record *r = scan(tmp, NULL, 0);
     ck_assert_int_eq(r->n_sources, n);
+    ck_assert_int_eq(r->n_misplaced, 0);
     ck_assert_uint_eq(g_hash_table_size(r->sources), (guint)n);
     GHashTableIter it;
     gpointer k, v;
@@ -366,6 +403,7 @@ START_TEST(test_file_list_nul_and_mirroring)
     pm__scan_list(&cfg, f, '\0', &sink);
     fclose(f);
     ck_assert_int_eq(r->n_sources, 3);
+    ck_assert_int_eq(r->n_misplaced, 0);
     /* listed paths are mirrored as listed (leading '/' dropped) */
     char *rel = g_strdup_printf("%s/d1/p", tmp + 1);
     ck_assert_ptr_nonnull(g_hash_table_lookup(r->rels, rel));

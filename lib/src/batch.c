@@ -22,7 +22,8 @@ typedef struct input {
     char *path; /* NULL for a file list */
     int list_fd;
     char delim;
-    int same_as; /* a folder given earlier under another name: its index + 1, else 0 */
+    int same_as;    /* a folder given earlier under another name: its index + 1, else 0 */
+    int list_after; /* a file list comes after it: its walked files are remembered */
 } input;
 
 struct pm_batch {
@@ -32,18 +33,20 @@ struct pm_batch {
     char *manifest_path;
     pm__variant variants[PM_MAX_VARIANTS];
     int n_variants;
-    char *cwd;
     char profile_hash[PM__HASH_HEX];
     uint64_t next_seq;     /* scanner thread only */
     GHashTable *skip_seqs; /* fixed once run starts */
-    GHashTable *seen;      /* scanner thread only: (dev, ino) -> first path, of named files
-                              and files with several links */
+    GHashTable *seen;      /* scanner thread only (set up before it starts): (dev, ino) ->
+                              first path, of named files and files with several links, and of
+                              walked files a file list may name again; "" for a named file not
+                              met yet */
     guint scan_input;      /* scanner thread only: the input being scanned */
-    GArray *roots;         /* of pm__place: the input folders, with several inputs */
+    GArray *places;        /* of pm__place (see pm__process_ctx) */
     pthread_mutex_t journal_mu;
     GArray *inputs; /* of input; fixed once run starts */
     int ran;
-    int cancel; /* atomic */
+    int cancel;      /* atomic */
+    int list_failed; /* atomic: a file list could not be read to its end (its errno) */
     pm__queue *jobs;
     pm__queue *events;
     pm__waitgroup wg;
@@ -273,7 +276,7 @@ int pm_batch_add_input(pm_batch *batch, const char *path)
 {
     if (!batch || !path || !*path || batch->ran)
         return PM_ERR_USAGE;
-    input in = {g_strdup(path), -1, 0, 0};
+    input in = {g_strdup(path), -1, 0, 0, 0};
     g_array_append_val(batch->inputs, in);
     return PM_OK;
 }
@@ -285,8 +288,10 @@ int pm_batch_add_file_list(pm_batch *batch, int fd, char delim)
     int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (copy < 0)
         return PM_ERR_IO;
-    input in = {NULL, copy, delim, 0};
+    input in = {NULL, copy, delim, 0, 0};
     g_array_append_val(batch->inputs, in);
+    for (guint i = 0; i + 1 < batch->inputs->len; i++)
+        g_array_index(batch->inputs, input, i).list_after = 1;
     return PM_OK;
 }
 
@@ -317,13 +322,14 @@ void pm_batch_destroy(pm_batch *batch)
     g_free(batch->output_dir);
     g_free(batch->profile_file);
     g_free(batch->manifest_path);
-    g_free(batch->cwd);
     if (batch->skip_seqs) {
         GList *keys = g_hash_table_get_keys(batch->skip_seqs);
         g_hash_table_destroy(batch->skip_seqs);
         g_list_free_full(keys, g_free);
     }
     pm__variants_free(batch->variants, batch->n_variants);
+    if (batch->seen)
+        g_hash_table_destroy(batch->seen);
     pthread_mutex_destroy(&batch->journal_mu);
     free(batch);
 }
@@ -390,16 +396,32 @@ static void post_entry_event(pm_batch *b, pm_event_type type, const char *path, 
     post_result(b, r);
 }
 
-/* The path a file was first met under in this run, or NULL (and it is remembered now). */
-static const char *seen_before(pm_batch *b, const struct stat *st, const char *path)
+static GBytes *identity_key(const struct stat *st)
+{
+    dev_t key[2] = {st->st_dev, (dev_t)st->st_ino};
+    return g_bytes_new(key, sizeof(key));
+}
+
+static void seen_create(pm_batch *b)
 {
     if (!b->seen)
         b->seen = g_hash_table_new_full(g_bytes_hash, g_bytes_equal, (GDestroyNotify)g_bytes_unref,
                                         g_free);
-    dev_t key[2] = {st->st_dev, (dev_t)st->st_ino};
-    GBytes *k = g_bytes_new(key, sizeof(key));
-    const char *first = g_hash_table_lookup(b->seen, k);
-    if (first || g_hash_table_size(b->seen) >= 100000)
+}
+
+/* The path a file was first met under in this run, or NULL (and, when keep, it is remembered
+ * now, at most 100,000 files). A named file is known before the scan starts (""): whichever of
+ * its names the scan meets first is the one made. */
+static const char *seen_before(pm_batch *b, const struct stat *st, const char *path, int keep)
+{
+    seen_create(b);
+    GBytes *k = identity_key(st);
+    char *first = g_hash_table_lookup(b->seen, k);
+    if (first && !*first) {
+        g_hash_table_replace(b->seen, k, g_strdup(path)); /* a named file, met now */
+        return NULL;
+    }
+    if (first || !keep || g_hash_table_size(b->seen) >= 100000)
         g_bytes_unref(k);
     else
         g_hash_table_insert(b->seen, k, g_strdup(path));
@@ -408,11 +430,13 @@ static const char *seen_before(pm_batch *b, const struct stat *st, const char *p
 
 /* ---- lanes: one scan feeding the workers of several processes ---- */
 
-/* A job on the lane socket: this head, the source's bytes, then out_rel's (no NULs). */
+/* A job on the lane socket: this head, then the job's strings (source, out_rel, dir, name:
+ * their lengths in len[], no NULs). */
 typedef struct lane_head {
     uint64_t seq;
-    int32_t input, origin, explicit_file;
-    uint32_t source_len;
+    uint64_t root_len, root_dev, dir_dev, dir_ino;
+    int32_t input, origin, explicit_file, place;
+    uint32_t len[4];
 } lane_head;
 
 #define LANE_MSG_MAX (64 * 1024)
@@ -426,23 +450,38 @@ static pm__origin origin_of(pm_batch *b, int explicit_file)
 
 /* Sends one job to whichever lane takes it first; blocks while every lane is busy. Returns
  * nonzero to stop the scan (cancelled, or no lane is left to take it). */
-static int lane_send(pm_batch *b, uint64_t seq, const char *path, const char *out_rel,
-                     int explicit_file)
+static int lane_send(pm_batch *b, const pm__job *job)
 {
-    size_t ns = strlen(path), no = strlen(out_rel);
-    if (sizeof(lane_head) + ns + no > LANE_MSG_MAX) {
-        post_entry_event(b, PM_EVENT_SCAN_ERROR, path, PM_ERR_SCAN, ENAMETOOLONG, seq, NULL);
+    const char *parts[4] = {job->source, job->out_rel, job->dir, job->name};
+    lane_head h = {job->seq,
+                   job->root_len,
+                   job->root_dev,
+                   job->dir_dev,
+                   job->dir_ino,
+                   (int32_t)job->input,
+                   (int32_t)job->origin,
+                   job->explicit_file,
+                   job->place,
+                   {0}};
+    size_t total = sizeof(h);
+    for (int i = 0; i < 4; i++) {
+        h.len[i] = (uint32_t)strlen(parts[i]);
+        total += h.len[i];
+    }
+    if (total > LANE_MSG_MAX) {
+        post_entry_event(b, PM_EVENT_SCAN_ERROR, job->source, PM_ERR_SCAN, ENAMETOOLONG, job->seq,
+                         NULL);
         return 0;
     }
-    lane_head h = {seq, (int32_t)b->scan_input, (int32_t)origin_of(b, explicit_file), explicit_file,
-                   (uint32_t)ns};
-    char *msg = g_malloc(sizeof(h) + ns + no);
+    char *msg = g_malloc(total), *at = msg + sizeof(h);
     memcpy(msg, &h, sizeof(h));
-    memcpy(msg + sizeof(h), path, ns);
-    memcpy(msg + sizeof(h) + ns, out_rel, no);
+    for (int i = 0; i < 4; i++) {
+        memcpy(at, parts[i], h.len[i]);
+        at += h.len[i];
+    }
     int stop = 0;
     for (;;) {
-        if (send(b->opts.lane_send_fd, msg, sizeof(h) + ns + no, MSG_NOSIGNAL) >= 0)
+        if (send(b->opts.lane_send_fd, msg, total, MSG_NOSIGNAL) >= 0)
             break;
         if (errno == EINTR)
             continue;
@@ -476,24 +515,44 @@ static pm__job *lane_take(pm_batch *b, char *msg)
         if ((size_t)n < sizeof(h))
             continue;
         memcpy(&h, msg, sizeof(h));
-        if (h.source_len > (size_t)n - sizeof(h))
+        uint64_t total = sizeof(h);
+        for (int i = 0; i < 4; i++)
+            total += h.len[i];
+        if (total != (uint64_t)n)
             continue;
         pm__job *job = g_new0(pm__job, 1);
         job->seq = h.seq;
         job->input = h.input;
         job->origin = (pm__origin)h.origin;
         job->explicit_file = h.explicit_file;
-        job->source = g_strndup(msg + sizeof(h), h.source_len);
-        job->out_rel =
-            g_strndup(msg + sizeof(h) + h.source_len, (gsize)n - sizeof(h) - h.source_len);
+        job->place = h.place;
+        job->root_len = h.root_len;
+        job->root_dev = h.root_dev;
+        job->dir_dev = h.dir_dev;
+        job->dir_ino = h.dir_ino;
+        char **parts[4] = {&job->source, &job->out_rel, &job->dir, &job->name};
+        const char *at = msg + sizeof(h);
+        for (int i = 0; i < 4; i++) {
+            *parts[i] = g_strndup(at, h.len[i]);
+            at += h.len[i];
+        }
         pm__waitgroup_add(&b->wg, 1);
         return job;
     }
     return NULL;
 }
 
+static void job_free(pm__job *job)
+{
+    g_free(job->source);
+    g_free(job->out_rel);
+    g_free(job->dir);
+    g_free(job->name);
+    g_free(job);
+}
+
 static int scan_on_source(const char *path, const char *out_rel, int explicit_file,
-                          const struct stat *st, void *ud)
+                          const struct stat *st, const pm__where *where, int place, void *ud)
 {
     pm_batch *b = ud;
     uint64_t seq;
@@ -501,32 +560,43 @@ static int scan_on_source(const char *path, const char *out_rel, int explicit_fi
     if (take_seq(b, &seq, &stop))
         return stop;
     /* One file under several names is one source, made once, under the name met first
-     * (BAD-INPUT 19): a file named twice or by a link and its name, a hard link met in a
-     * walk. Only named files and files with more than one link are remembered (a walk meets
-     * every other file once), at most 100,000, so memory stays bounded. */
-    if (st && S_ISREG(st->st_mode) && (explicit_file || st->st_nlink > 1)) {
-        const char *first = seen_before(b, st, path);
+     * (BAD-INPUT 19): a file named twice, or named and met in a walk, or by a link and its
+     * name, a hard link met in a walk. Remembered: named files and files with more than one
+     * link, and walked files when a file list comes later (a walk meets every other file
+     * once), at most 100,000, so memory stays bounded. */
+    const input *in = &g_array_index(b->inputs, input, b->scan_input);
+    int keep = st && (explicit_file || st->st_nlink > 1 || in->list_after);
+    if (st && S_ISREG(st->st_mode) && (keep || (b->seen && g_hash_table_size(b->seen) > 0))) {
+        const char *first = seen_before(b, st, path, keep);
         if (first) {
             post_entry_event(b, PM_EVENT_SKIPPED, path, PM_ERR_DUPLICATE, 0, seq,
                              g_strdup_printf("the same file as %s", first));
             return 0;
         }
     }
-    if (b->opts.lane_send_fd >= 0)
-        return lane_send(b, seq, path, out_rel, explicit_file);
     pm__job *job = g_new0(pm__job, 1);
     job->source = g_strdup(path);
     job->out_rel = g_strdup(out_rel);
+    job->dir = g_strdup(where->dir);
+    job->name = g_strdup(where->name);
+    job->root_len = where->root_len;
+    job->root_dev = (uint64_t)where->root_dev;
+    job->dir_dev = (uint64_t)where->dir_dev;
+    job->dir_ino = (uint64_t)where->dir_ino;
     job->explicit_file = explicit_file;
     job->input = (int)b->scan_input;
     job->origin = origin_of(b, explicit_file);
+    job->place = place;
     job->seq = seq;
+    if (b->opts.lane_send_fd >= 0) {
+        stop = lane_send(b, job);
+        job_free(job);
+        return stop;
+    }
     pm__waitgroup_add(&b->wg, 1); /* before the push: a worker may finish it at once */
     if (pm__queue_push(b->jobs, job) != PM_OK) {
         pm__waitgroup_done(&b->wg);
-        g_free(job->source);
-        g_free(job->out_rel);
-        g_free(job);
+        job_free(job);
         return 1; /* closed: cancelled */
     }
     return 0;
@@ -569,6 +639,10 @@ static void *scanner_main(void *arg)
             }
             in->list_fd = -1; /* the FILE owns it now */
             stop = pm__scan_list(&b->scan_cfg, f, in->delim, &sink);
+            if (stop < 0) { /* read in part: fatal, never a shorter batch (pm_batch_run) */
+                __atomic_store_n(&b->list_failed, errno ? errno : EIO, __ATOMIC_RELEASE);
+                pm_batch_cancel(b);
+            }
             fclose(f);
         }
         if (stop)
@@ -590,6 +664,7 @@ static void *worker_main(void *arg)
 {
     pm_batch *b = arg;
     char *msg = b->opts.lane_recv_fd >= 0 ? g_malloc(LANE_MSG_MAX) : NULL;
+    pm__worker *w = pm__worker_new();
     for (;;) {
         pm__job *job;
         if (msg) {
@@ -610,15 +685,14 @@ static void *worker_main(void *arg)
                 g_free(esc);
             }
             pm__result *r = g_new0(pm__result, 1);
-            pm__process_job(&b->ctx, job, r);
+            pm__process_job(&b->ctx, w, job, r);
             r->ev.seq = job->seq;
             post_result(b, r);
         }
-        g_free(job->source);
-        g_free(job->out_rel);
-        g_free(job);
+        job_free(job);
         pm__waitgroup_done(&b->wg);
     }
+    pm__worker_free(w);
     g_free(msg);
     pm__vips_thread_shutdown();
     thread_finished(b);
@@ -650,6 +724,28 @@ static int path_is_within(const char *inner, const char *outer)
     return strncmp(inner, outer, n) == 0 && (inner[n] == '\0' || inner[n] == '/');
 }
 
+/* path's place below the output root (out_real, physical), when it is there: its folder
+ * resolved where it exists, else by the text of the path. g_free; NULL when not below. */
+static char *below_root(const char *path, const char *out_real)
+{
+    char *dir = g_path_get_dirname(path), *base = g_path_get_basename(path);
+    char *real = realpath(dir, NULL), *cwd = real ? NULL : realpath(".", NULL);
+    /* a folder not made yet: by text, from the physical current folder (not $PWD) */
+    char *abs = real ? g_strdup(real) : cwd ? g_canonicalize_filename(dir, cwd) : g_strdup("");
+    free(cwd);
+    size_t n = strlen(out_real);
+    char *rel = NULL;
+    if (path_is_within(abs, out_real)) {
+        const char *rest = abs + (strcmp(out_real, "/") == 0 ? 1 : n);
+        while (*rest == '/')
+            rest++;
+        rel = *rest ? g_strconcat(rest, "/", base, NULL) : g_strdup(base);
+    }
+    free(real);
+    g_free(abs), g_free(dir), g_free(base);
+    return rel;
+}
+
 /* Does the output root overlap what the inputs cover, so that an existing file at an output
  * name may be an input? Then outputs never replace anything. An output root strictly inside
  * an input folder does not count: the walk never enters it. */
@@ -678,15 +774,26 @@ static int outputs_overlap_inputs(pm_batch *b, const char *out_real)
     return 0;
 }
 
-/* With several inputs, all their outputs share one tree: note where each input's files come
- * from, so that a worker can tell when another input would write the same names (BAD-INPUT
- * 23), and so that a folder given twice is walked once. */
+/* With several inputs or a file list, all their outputs share one tree: note where each
+ * input's files come from, so that a worker can tell when another input would write the same
+ * names (BAD-INPUT 23), so that a folder given twice is walked once, and so that a file named
+ * and also met in a walk is made once. */
+static void add_place(pm_batch *b, const char *path, char *phys, int which)
+{
+    pm__place p = {g_strdup(path), phys, which};
+    g_array_append_val(b->places, p);
+}
+
 static void note_places(pm_batch *b)
 {
-    if (b->inputs->len < 2)
+    int lists = 0;
+    for (guint i = 0; i < b->inputs->len; i++)
+        lists += !g_array_index(b->inputs, input, i).path;
+    if (b->inputs->len < 2 && !lists)
         return;
-    b->roots = g_array_new(FALSE, FALSE, sizeof(pm__place));
-    GArray *ids = g_array_new(FALSE, FALSE, sizeof(struct stat)); /* the roots' */
+    b->places = g_array_new(FALSE, FALSE, sizeof(pm__place));
+    GArray *ids = g_array_new(FALSE, FALSE, sizeof(struct stat)); /* the folders' */
+    GArray *owner = g_array_new(FALSE, FALSE, sizeof(int));
     b->ctx.named_by_stem =
         g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify)g_ptr_array_unref);
     for (guint i = 0; i < b->inputs->len; i++) {
@@ -698,13 +805,17 @@ static void note_places(pm_batch *b)
             for (guint k = 0; k < ids->len && !in->same_as; k++) {
                 const struct stat *o = &g_array_index(ids, struct stat, k);
                 if (o->st_dev == st.st_dev && o->st_ino == st.st_ino)
-                    in->same_as = g_array_index(b->roots, pm__place, k).input + 1;
+                    in->same_as = g_array_index(owner, int, k) + 1;
             }
             if (in->same_as)
                 continue;
-            pm__place p = {in->path, (int)i};
-            g_array_append_val(b->roots, p);
+            char *real = realpath(in->path, NULL);
+            if (real)
+                add_place(b, in->path, g_strdup(real), (int)i);
+            free(real);
+            int idx = (int)i;
             g_array_append_val(ids, st);
+            g_array_append_val(owner, idx);
         } else if (S_ISREG(st.st_mode)) {
             char *stem = g_path_get_basename(in->path);
             char *dot = strrchr(stem, '.');
@@ -715,27 +826,46 @@ static void note_places(pm_batch *b)
                 same = g_ptr_array_new_with_free_func(g_free);
                 g_hash_table_insert(b->ctx.named_by_stem, g_strdup(stem), same);
             }
-            pm__place *p = g_new(pm__place, 1);
-            *p = (pm__place){in->path, (int)i};
+            pm__place *p = g_new0(pm__place, 1);
+            *p = (pm__place){in->path, NULL, (int)i};
             g_ptr_array_add(same, p);
             g_free(stem);
+            /* known before the scan, so that a walk meeting it first makes it once */
+            seen_create(b);
+            GBytes *k = identity_key(&st);
+            if (!g_hash_table_contains(b->seen, k))
+                g_hash_table_insert(b->seen, k, g_strdup(""));
+            else
+                g_bytes_unref(k);
         }
     }
+    if (lists) {
+        char *cwd = realpath(".", NULL);
+        add_place(b, "/", g_strdup("/"), PM__PLACE_LIST_ABS);
+        if (cwd)
+            add_place(b, "", g_strdup(cwd), PM__PLACE_LIST_REL);
+        free(cwd);
+    }
     g_array_free(ids, TRUE);
-    b->ctx.roots = (const pm__place *)(void *)b->roots->data;
-    b->ctx.n_roots = (int)b->roots->len;
+    g_array_free(owner, TRUE);
+    b->ctx.places = (const pm__place *)(void *)b->places->data;
+    b->ctx.n_places = (int)b->places->len;
 }
 
 static void forget_places(pm_batch *b)
 {
-    if (b->roots)
-        g_array_free(b->roots, TRUE);
-    b->roots = NULL;
+    for (guint i = 0; b->places && i < b->places->len; i++) {
+        g_free(g_array_index(b->places, pm__place, i).path);
+        g_free(g_array_index(b->places, pm__place, i).phys);
+    }
+    if (b->places)
+        g_array_free(b->places, TRUE);
+    b->places = NULL;
     if (b->ctx.named_by_stem)
         g_hash_table_destroy(b->ctx.named_by_stem);
     b->ctx.named_by_stem = NULL;
-    b->ctx.roots = NULL;
-    b->ctx.n_roots = 0;
+    b->ctx.places = NULL;
+    b->ctx.n_places = 0;
 }
 
 static int is_full(int err)
@@ -913,7 +1043,26 @@ int pm_batch_run(pm_batch *b, pm_event_cb on_event, void *user_data, pm_summary 
     int err = 0;
     int rootfd = -1;
     pm__manifest *manifest = NULL;
-    int rc = open_output_root(b, &rootfd, &err);
+    pm__manifest_spot spot = {0};
+    const char *why = NULL;
+    char *manifest_rel = NULL;
+    /* The manifest replaces nothing but an earlier manifest: refused before anything is
+     * touched (a usage error: the command names the wrong file). */
+    int rc = b->manifest_path ? pm__manifest_check(b->manifest_path, &spot, &why, &err) : PM_OK;
+    if (rc != PM_OK) {
+        pm_event ev = {0};
+        ev.type = PM_EVENT_SCAN_ERROR;
+        ev.source = b->manifest_path;
+        ev.status = PM_ERR_MANIFEST;
+        ev.sys_errno = err;
+        char *text = g_strdup_printf("--manifest refused: %s", why);
+        ev.message = text;
+        deliver(b, &ev, on_event, user_data);
+        g_free(text);
+        rc = PM_ERR_USAGE;
+        goto done;
+    }
+    rc = open_output_root(b, &rootfd, &err);
     if (rc != PM_OK) {
         post_fatal(b, on_event, user_data, rc, err);
         goto done;
@@ -930,7 +1079,18 @@ int pm_batch_run(pm_batch *b, pm_event_cb on_event, void *user_data, pm_summary 
     pm__root root = {-1, ""};
     int swept = 0;
     if (rootfd >= 0 && !b->opts.dry_run) {
-        pm__root_begin(rootfd, &root, &swept);
+        if (pm__root_begin(rootfd, &root, &swept) != 0) {
+            /* no state folder of its own (DIR/.pixmill a link, not a folder, no room): what
+             * was built could not be told from what was not */
+            int e = errno;
+            char *state = g_strdup_printf("%s/%s", b->output_dir, PM__STATE_DIR);
+            post_fatal_path(b, state, on_event, user_data, PM_ERR_OUTPUT_DIR, e);
+            g_free(state);
+            rc = PM_ERR_OUTPUT_DIR;
+            free(out_real);
+            close(rootfd);
+            goto done;
+        }
         sum.temps_swept = (uint64_t)swept;
         rc = probe_output_root(rootfd, &err);
         if (rc != PM_OK) {
@@ -941,16 +1101,16 @@ int pm_batch_run(pm_batch *b, pm_event_cb on_event, void *user_data, pm_summary 
             goto done;
         }
     }
-    b->cwd = g_get_current_dir();
     hash_profile_file(b);
     b->ctx.opts = &b->opts;
     b->ctx.variants = b->variants;
     b->ctx.n_variants = b->n_variants;
-    b->ctx.cwd = b->cwd;
     b->ctx.profile_hash = b->profile_hash;
     b->ctx.out_rootfd = rootfd;
     b->ctx.out_root = b->output_dir;
     b->ctx.overlap = out_real && outputs_overlap_inputs(b, out_real);
+    manifest_rel = b->manifest_path && out_real ? below_root(b->manifest_path, out_real) : NULL;
+    b->ctx.manifest_rel = manifest_rel;
     b->ctx.cancel = &b->cancel;
     note_places(b);
     b->ctx.gate = NULL;
@@ -1086,18 +1246,24 @@ int pm_batch_run(pm_batch *b, pm_event_cb on_event, void *user_data, pm_summary 
         pm__root_end(rootfd, &root);
         close(rootfd);
     }
-    if (rc == PM_OK && disk_full) {
+    int list_err = __atomic_load_n(&b->list_failed, __ATOMIC_ACQUIRE);
+    if (rc == PM_OK && list_err) {
+        rc = PM_ERR_SCAN;
+        post_fatal_path(b, "(file list)", on_event, user_data, rc, list_err);
+    } else if (rc == PM_OK && disk_full) {
         rc = PM_ERR_DISK_FULL;
         post_fatal(b, on_event, user_data, rc, ENOSPC);
     } else if (rc == PM_OK && __atomic_load_n(&b->cancel, __ATOMIC_ACQUIRE)) {
         rc = PM_ERR_CANCELLED;
     }
     if (manifest && rc == PM_OK) {
-        rc = pm__manifest_write(manifest, b->manifest_path, &err);
+        rc = pm__manifest_write(manifest, b->manifest_path, &spot, &err);
         if (rc != PM_OK)
             post_fatal_path(b, b->manifest_path, on_event, user_data, rc, err);
     }
 done:
+    g_free(manifest_rel);
+    b->ctx.manifest_rel = NULL;
     forget_places(b);
     pm__manifest_free(manifest);
     sum.wall_seconds = wall_now() - wall0;

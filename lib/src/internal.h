@@ -43,13 +43,29 @@ long pm__waitgroup_count(pm__waitgroup *wg);
 long pm__waitgroup_waiters(pm__waitgroup *wg);
 
 /* ---- scan.c: the streaming walk ---- */
+/* Where the scan met a source: the physical path of its folder (no link on it when the scan
+ * opened that folder) and the folder's identity, the source's name there, and the folder the
+ * scan started from (the first root_len bytes of dir: an input folder, or a named file's own
+ * folder), which the build record keeps so that prune can prove a source gone. The worker
+ * opens the source there and nowhere else: dir without following a link, the folder checked
+ * to be the one the scan saw, then name with O_NOFOLLOW. */
+typedef struct pm__where {
+    const char *dir;
+    const char *name;
+    size_t root_len;
+    dev_t root_dev;
+    dev_t dir_dev;
+    ino_t dir_ino;
+} pm__where;
+
 typedef struct pm__scan_sink {
     /* A candidate source. out_rel: output path relative to the output root, without extension.
-     * explicit_file: named by the user (a symlink there is followed). st: the file as the scan
-     * saw it (lstat in a walk, stat for a named file), or NULL when it could not be read (the
-     * worker will tell). Non-zero return stops. */
+     * explicit_file: named by the user (a symlink there is followed, once, by the scan). st:
+     * the file as the scan saw it (lstat in a walk, stat for a named file), or NULL when it
+     * could not be read (the worker will tell). place: which of the lists' mirror roots a
+     * listed path is below (PM__PLACE_*), else -1. Non-zero return stops. */
     int (*on_source)(const char *path, const char *out_rel, int explicit_file,
-                     const struct stat *st, void *user_data);
+                     const struct stat *st, const pm__where *where, int place, void *user_data);
     /* A skipped entry or a scan error. */
     void (*on_event)(pm_event_type type, const char *path, int status, int sys_errno,
                      void *user_data);
@@ -69,14 +85,31 @@ typedef struct pm__scan_config {
  * when stopped by the sink or cancel. */
 int pm__scan_path(const pm__scan_config *cfg, const char *path, const char *rel_prefix,
                   const pm__scan_sink *sink);
-/* Reads delim-separated paths from f and scans each, mirroring the path as listed. */
+/* Reads delim-separated paths from f and scans each, mirroring the path as listed. 0, 1 when
+ * stopped, or -1 when the list could not be read to its end (errno). */
 int pm__scan_list(const pm__scan_config *cfg, FILE *f, int delim, const pm__scan_sink *sink);
+/* The mirror roots of listed paths: an absolute path mirrors below "/", a relative one below
+ * the current folder (so /a/x.jpg and a/x.jpg land on one name). */
+enum { PM__PLACE_LIST_ABS = -3, PM__PLACE_LIST_REL = -2 };
 /* The image extensions the walk takes (lower case; any case matches). */
 const char *const *pm__scan_candidate_exts(size_t *n);
 /* Is this file name one the walk takes as an image candidate? */
 int pm__scan_is_candidate_name(const char *name);
 /* Normalise a listed path into an output-relative one: strips "/" and "./", refuses "..". */
 int pm__scan_rel_from_listed(const char *path, char **out);
+
+/* ---- beneath.c: reaching files without following links ---- */
+/* Opens rel (relative; never "..") below dirfd, no component a symbolic link; openat flags
+ * (O_CLOEXEC added). -1 with errno (ELOOP: a link on the way). */
+int pm__open_beneath(int dirfd, const char *rel, int flags, mode_t mode);
+/* Opens an absolute path none of whose components is a symbolic link (a physical path). */
+int pm__open_physical(const char *path, int flags);
+/* The folder holding rel below rootfd, as pm__open_beneath (never created); *base points at
+ * rel's last component. */
+int pm__open_parent(int rootfd, const char *rel, const char **base);
+/* The physical path of an open file or folder (g_free), checked to lead back to it without a
+ * link; NULL when there is none (moved, deleted, no /proc). */
+char *pm__fd_path(int fd);
 
 /* ---- publish.c: atomic outputs ---- */
 typedef struct pm__temp {
@@ -92,6 +125,10 @@ typedef struct pm__temp {
 int pm__publish_is_temp_name(const char *name);
 /* Opens (creating as needed, never through a symlink) the folder rel below rootfd. */
 int pm__publish_open_dir(int rootfd, const char *rel, int *out_fd, int *sys_errno);
+/* Is name one pixmill may have written below an output root: relative, no empty, "." or ".."
+ * part, no part over 255 bytes or one of pixmill's own (.pixmill*), under 4000 bytes? Names
+ * read from disk (build records) are held to this before they are used. */
+int pm__name_is_safe(const char *name);
 int pm__publish_begin(pm__temp *t, int dirfd, int *sys_errno);
 /* fsync (not with PM__PUBLISH_CACHE), close, then rename to final. On any failure the temp is
  * removed. */
@@ -101,6 +138,12 @@ enum {
                                   against the files when read (state.c) */
 };
 int pm__publish_commit(pm__temp *t, const char *final_name, int flags, int *sys_errno);
+/* As pm__publish_commit, but final_name may be replaced only while it is the file ino (that
+ * the caller checked is one it may replace): exchanged atomically and the file that came out
+ * checked, put back if it is another (PM_ERR_OUTPUT_EXISTS). A name that is free is taken
+ * without replacing anything. */
+int pm__publish_commit_over(pm__temp *t, const char *final_name, uint64_t ino, int flags,
+                            int *sys_errno);
 void pm__publish_abort(pm__temp *t);
 /* write(2) all of buf, through short writes and EINTR: 0, or the errno (EIO for a write of 0). */
 int pm__write_all(int fd, const void *buf, size_t len);
@@ -144,7 +187,10 @@ typedef struct pm__state_out {
 } pm__state_out;
 
 typedef struct pm__state {
-    char *source; /* absolute path (lexical) when recorded */
+    char *source;      /* the file read, by its physical path */
+    char *root;        /* the folder the scan started from (a prefix of source), or NULL in a
+                        * record older than it: then prune cannot prove the source gone */
+    uint64_t root_dev; /* that folder's device when recorded */
     uint64_t size;
     int64_t mtime_ns;
     char hash[PM__HASH_HEX];
@@ -172,8 +218,10 @@ int pm__hash_fd(int fd, char out[PM__HASH_HEX]);
 int64_t pm__mtime_ns(const struct stat *st);
 /* Does the file at name (below rootfd, never through a link) still hold what o records? Size
  * must match, then mtime, else the content hash (*refreshed: the mtime moved). strict: only
- * the very file written (size, mtime, inode), no hash fallback. */
-int pm__state_output_matches(int rootfd, const pm__state_out *o, int strict, int *refreshed);
+ * the very file written (size, mtime, inode), no hash fallback. *ino (may be NULL): the inode
+ * of the file that matched. */
+int pm__state_output_matches(int rootfd, const pm__state_out *o, int strict, int *refreshed,
+                             uint64_t *ino);
 
 /* Prune: every record whose source is gone loses its outputs (only files that still match
  * the record) and itself. cb gets each such source; dry_run removes nothing. */
@@ -187,12 +235,14 @@ void pm__walk_files(int rootfd, const char *start, const int *cancel, pm__walk_c
 /* A run's hold on its output root: the root's lock, and the run's own marker. */
 typedef struct pm__root {
     int lockfd;      /* held shared while the run lasts; -1 when there is none */
-    char marker[48]; /* below the root: there until the run finishes cleanly; "" if none */
+    char marker[48]; /* in DIR/.pixmill: there until the run finishes cleanly; "" if none */
 } pm__root;
-/* A run on an output root: takes the root's lock (shared while running); when no other run
- * holds it and a run did not finish (its marker is there), removes every pixmill temp below
- * the root (*swept of them) and the dead runs' markers; then leaves its own marker. 0, or -1
- * when the root has no room for the lock (then nothing is swept). */
+/* A run on an output root: opens (making them) DIR/.pixmill and its state/ folder, never
+ * through a link, and takes the root's lock (shared while running); when no other run holds it
+ * and a run did not finish (its marker is there), removes every pixmill temp below the root
+ * (*swept of them) and the dead runs' markers; then leaves its own marker. 0, or -1 with errno
+ * when the state folder cannot be used (a link, not a folder, no room): the run must not go
+ * on. */
 int pm__root_begin(int rootfd, pm__root *root, int *swept);
 /* The run finished: its marker goes, and the lock. */
 void pm__root_end(int rootfd, pm__root *root);
@@ -235,11 +285,23 @@ typedef struct pm__decode_gate {
 /* Where an input's sources come from, and so what else may write beside their outputs. */
 typedef enum { PM__FROM_WALK, PM__FROM_NAMED, PM__FROM_LIST } pm__origin;
 
-/* An input folder or a named file, by its place among the inputs. */
+/* A folder whose tree lands on the output root's names: an input folder (mirrored below the
+ * root), or for listed paths "/" and the current folder (PM__PLACE_LIST_*). And named files,
+ * which land at the root's top, by stem. */
 typedef struct pm__place {
-    char *path;
-    int input;
+    char *path; /* as the user gave it, for messages ("" for the current folder) */
+    char *phys; /* its physical path, where pixmill looks */
+    int input;  /* the input it is; or PM__PLACE_LIST_* */
 } pm__place;
+
+/* ---- siblings.c: a worker's own memory of the folders it looked in ---- */
+typedef struct pm__worker pm__worker;
+pm__worker *pm__worker_new(void);
+void pm__worker_free(pm__worker *w);
+/* The names (g_free'd by the GPtrArray) of the image candidates in folder dfd whose stem is
+ * exactly stem, the extension in any case, other than self (may be NULL); NULL when none. The
+ * folder is listed once while it does not change. */
+struct _GPtrArray *pm__siblings(pm__worker *w, int dfd, const char *stem, const char *self);
 
 typedef struct pm__process_ctx {
     const pm_options *opts;
@@ -247,26 +309,30 @@ typedef struct pm__process_ctx {
     int lanes;             /* > 1: processes sharing the decode budget (pm_options.lanes) */
     const pm__variant *variants;
     int n_variants;
-    const char *cwd;          /* to record sources by absolute path */
     const char *profile_hash; /* content of --profile FILE, for the variants' digests */
     int out_rootfd;
-    const char *out_root; /* for display */
-    int overlap;          /* output root overlaps an input folder: never replace */
-    /* With several inputs, the other places whose files map to the same output names
-     * (BAD-INPUT 23): the input folders, and the named files by stem (stem -> GPtrArray of
-     * pm__place). Empty with one input. */
-    const pm__place *roots;
-    int n_roots;
+    const char *out_root;     /* for display */
+    int overlap;              /* output root overlaps an input folder: never replace */
+    const char *manifest_rel; /* the --manifest's path below the output root, or NULL */
+    /* With several inputs or a file list, the places whose files map to the same output names
+     * (BAD-INPUT 23): pm__place above, and the named files by stem (stem -> GPtrArray of
+     * pm__place). Empty with one input that is not a list. */
+    const pm__place *places;
+    int n_places;
     struct _GHashTable *named_by_stem; /* a GHashTable */
     const int *cancel;
 } pm__process_ctx;
 
 typedef struct pm__job {
-    char *source;  /* path to open */
+    char *source;  /* the path as met: for messages, events and the manifest */
     char *out_rel; /* output path below the root, without extension */
+    char *dir;     /* pm__where: the only place the worker opens it */
+    char *name;
+    uint64_t root_len, root_dev, dir_dev, dir_ino;
     int explicit_file;
     pm__origin origin;
     int input; /* which of the inputs it came from */
+    int place; /* for a listed path, PM__PLACE_LIST_*; else -1 */
     uint64_t seq;
 } pm__job;
 
@@ -287,7 +353,7 @@ void pm__result_link(pm__result *r);
  * and encodes into temps; pm__process_finish, on the reporter's thread, publishes them (fsync,
  * rename), writes the record and completes the event: type DONE or FAILED. Until then r is
  * not an event (ev's pointers are unset). */
-void pm__process_job(const pm__process_ctx *ctx, const pm__job *job, pm__result *r);
+void pm__process_job(const pm__process_ctx *ctx, pm__worker *w, const pm__job *job, pm__result *r);
 void pm__process_finish(const pm__process_ctx *ctx, pm__result *r);
 
 int pm__vips_init(const char *argv0);
@@ -299,8 +365,19 @@ typedef struct pm__manifest pm__manifest;
 pm__manifest *pm__manifest_new(const char *output_root);
 /* Records a source's event (DONE, SKIPPED up to date, FAILED, PLANNED); others are ignored. */
 void pm__manifest_add(pm__manifest *m, const pm_event *ev);
-/* Sorted by source path, written atomically. PM_OK or PM_ERR_MANIFEST with *sys_errno. */
-int pm__manifest_write(pm__manifest *m, const char *path, int *sys_errno);
+/* What may be at the manifest's name: nothing (ino 0), or the pixmill manifest ino that
+ * pm__manifest_check found there. */
+typedef struct pm__manifest_spot {
+    uint64_t ino;
+} pm__manifest_spot;
+/* May a manifest be written at path? Refused (PM_ERR_USAGE, *why set): a name the walk takes
+ * as an image, a path through pixmill's own .pixmill folders, and anything already there but
+ * a pixmill manifest (an input, an output, a file of the user's, a link). */
+int pm__manifest_check(const char *path, pm__manifest_spot *spot, const char **why, int *sys_errno);
+/* Sorted by source path, written atomically, replacing only what spot says may be there.
+ * PM_OK or PM_ERR_MANIFEST with *sys_errno. */
+int pm__manifest_write(pm__manifest *m, const char *path, const pm__manifest_spot *spot,
+                       int *sys_errno);
 void pm__manifest_free(pm__manifest *m);
 
 /* ---- batch.c ---- */

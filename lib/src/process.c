@@ -302,11 +302,12 @@ typedef struct variant {
     int vi; /* into ctx->variants */
     pm_format format;
     pm_geometry g;
-    char digest[17]; /* of everything that decides this output's bytes */
-    char *name;      /* below the output root */
-    int current;     /* up to date: left as it is */
-    int ours;        /* a file at name is one pixmill made from this source */
-    int alias;       /* same name and digest as an earlier output: made once, reported once */
+    char digest[17];   /* of everything that decides this output's bytes */
+    char *name;        /* below the output root */
+    int current;       /* up to date: left as it is */
+    int ours;          /* a file at name is one pixmill made from this source */
+    uint64_t ours_ino; /* that file, the only one a publish there may replace */
+    int alias;         /* same name and digest as an earlier output: made once, reported once */
     pm_output out;
     pm__state_out rec; /* what the state records once it is written */
     pm__temp temp;     /* written, closed, waiting to be published (name[0] set) */
@@ -325,6 +326,7 @@ static void test_hang_writing(const char *source)
 
 typedef struct job_state {
     int fd;
+    int srcdir; /* the source's folder (O_PATH), where the scan found it */
     VipsSource *source;
     VipsImage *header;
     VipsImage *decoded;       /* the one decode, in memory, at the largest size needed */
@@ -344,8 +346,12 @@ typedef struct job_state {
     int have_old;
     char *state_dir, *state_name;
     const char *path; /* the job's (owned by the result), for messages and test hooks */
-    int dirfd;        /* the output folder last opened */
-    char *dir_rel;    /* and its path below the root */
+    char *src;        /* the file read, by its physical path; and the scan's root below */
+    size_t root_len;
+    uint64_t root_dev;
+    pm__worker *w;
+    int dirfd;     /* the output folder last opened */
+    char *dir_rel; /* and its path below the root */
     /* what the publishing half needs (pm__process_finish, on the reporter's thread) */
     struct stat st; /* the source's, when opened */
     int need_save;  /* the record changes */
@@ -367,6 +373,9 @@ static void job_state_drop_work(job_state *s)
     if (s->fd >= 0)
         close(s->fd);
     s->fd = -1;
+    if (s->srcdir >= 0)
+        close(s->srcdir);
+    s->srcdir = -1;
 }
 
 static int output_dir(const pm__process_ctx *ctx, job_state *s, const char *name, int *err);
@@ -395,6 +404,7 @@ static void job_state_release(job_state *s)
     pm__state_clear(&s->old);
     g_free(s->state_dir);
     g_free(s->state_name);
+    g_free(s->src);
 }
 
 void pm__result_link(pm__result *r)
@@ -620,6 +630,20 @@ out:
     g_object_unref(img);
 }
 
+/* lstat of a name below the output root, never through a link on the way. */
+static int stat_below(int rootfd, const char *name, struct stat *st)
+{
+    const char *base;
+    int dirfd = pm__open_parent(rootfd, name, &base);
+    if (dirfd < 0)
+        return -1;
+    int rc = fstatat(dirfd, base, st, AT_SYMLINK_NOFOLLOW);
+    int err = errno;
+    close(dirfd);
+    errno = err;
+    return rc;
+}
+
 /* Refuse up front, before decoding: an existing output that is this very input (same inode,
  * any name), or, where the output folder overlaps the inputs, any existing file this source
  * did not make. Returns the number of outputs still to make. */
@@ -631,7 +655,7 @@ static int refuse_existing(const pm__process_ctx *ctx, job_state *s, const struc
         variant *v = &s->v[i];
         if (v->current || v->alias || v->out.status != PM_OK)
             continue;
-        if (fstatat(ctx->out_rootfd, v->name, &ost, AT_SYMLINK_NOFOLLOW) == 0) {
+        if (stat_below(ctx->out_rootfd, v->name, &ost) == 0) {
             if (ost.st_dev == src->st_dev && ost.st_ino == src->st_ino) {
                 fail_output(v, PM_ERR_OUTPUT_IS_INPUT, 0, NULL);
                 continue;
@@ -646,12 +670,26 @@ static int refuse_existing(const pm__process_ctx *ctx, job_state *s, const struc
     return todo;
 }
 
-/* Open the source and check it is a non-empty regular file. */
+/* Open the source where the scan found it, and check it is a non-empty regular file: its
+ * folder by its physical path with no link on the way (a folder swapped for a link since the
+ * scan is not followed), that folder checked to be the one the scan saw, then the file in it
+ * with O_NOFOLLOW. */
 static int open_source(const pm__job *job, job_state *s, pm__result *r, struct stat *st)
 {
-    int flags =
-        O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | (job->explicit_file ? 0 : O_NOFOLLOW);
-    s->fd = open(job->source, flags);
+    s->srcdir = pm__open_physical(job->dir, O_PATH | O_DIRECTORY);
+    if (s->srcdir < 0) {
+        int err = errno;
+        fail(r, err == ELOOP ? PM_ERR_SYMLINK : PM_ERR_IO, err,
+             err == ELOOP ? g_strdup("a folder on its way is a symbolic link now") : NULL);
+        return -1;
+    }
+    struct stat dst;
+    if (fstat(s->srcdir, &dst) != 0 || (uint64_t)dst.st_dev != job->dir_dev ||
+        (uint64_t)dst.st_ino != job->dir_ino) {
+        fail(r, PM_ERR_IO, ESTALE, g_strdup("its folder was replaced after the scan found it"));
+        return -1;
+    }
+    s->fd = openat(s->srcdir, job->name, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | O_NOFOLLOW);
     if (s->fd < 0) {
         int err = errno;
         fail(r, err == ELOOP ? PM_ERR_SYMLINK : PM_ERR_IO, err, NULL);
@@ -931,6 +969,10 @@ static void plan_outputs(const pm__process_ctx *ctx, const pm__job *job, job_sta
                                         pv->name_template));
             continue;
         }
+        if (ctx->manifest_rel && strcmp(v->name, ctx->manifest_rel) == 0) {
+            fail_output(v, PM_ERR_NAME, 0, g_strdup("that is the --manifest's name"));
+            continue;
+        }
         for (int e = 0; e < k; e++) {
             variant *w = &s->v[e];
             if (!w->name || w->alias || strcmp(w->name, v->name) != 0)
@@ -963,23 +1005,21 @@ static pm_format format_by_extension(const char *ext)
     return PM_FORMAT_PNG;
 }
 
-/* Is this a regular file other than ours? (Links are not followed: a walk skips them.) */
-static int other_file(const char *path, const struct stat *ours)
+/* Is name in dfd a regular file other than ours? (Links are not followed: a walk skips
+ * them.) */
+static int other_file(int dfd, const char *name, const struct stat *ours)
 {
     struct stat st;
-    return fstatat(AT_FDCWD, path, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+    return fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
            !(st.st_dev == ours->st_dev && st.st_ino == ours->st_ino);
 }
 
-/* Will `path` get as far as writing outputs? A file refused by its content alone (no known
+/* Will this file get as far as writing outputs? A file refused by its content alone (no known
  * image format, a blocked loader) or that cannot be opened never writes, so it does not clash:
  * a photo.tif master beside photo.jpg, with TIFF blocked, leaves photo.jpg alone. Read only
  * when such a file exists (rare): its first bytes, sniffed as its own job will. */
-static int may_write(const char *path)
+static int may_write_fd(int fd)
 {
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0)
-        return errno != EACCES && errno != ENOENT && errno != ELOOP;
     VipsSource *src = vips_source_new_from_descriptor(fd); /* dups the descriptor */
     close(fd);
     if (!src) {
@@ -992,6 +1032,24 @@ static int may_write(const char *path)
         vips_error_clear();
     g_object_unref(src);
     return may;
+}
+
+static int may_write_open(int fd)
+{
+    if (fd < 0)
+        return errno != EACCES && errno != ENOENT && errno != ELOOP;
+    return may_write_fd(fd);
+}
+
+static int may_write_at(int dfd, const char *name)
+{
+    return may_write_open(
+        openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+}
+
+static int may_write(const char *path)
+{
+    return may_write_open(open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
 }
 
 /* Another source, `other`, whose outputs land in the same folder under the same stem: the
@@ -1030,52 +1088,85 @@ static void refuse_names_shared_with(const pm__process_ctx *ctx, job_state *s, c
     g_free(lower);
 }
 
-/* Every file at `base`.EXT for the image extensions, in either case, other than ours. */
-static void refuse_clashes_at(const pm__process_ctx *ctx, job_state *s, const char *out_rel,
-                              const char *base, const struct stat *ours)
+/* The image files in folder dfd (shown as shown_dir) with stem, other than ours (self: its
+ * own name there, when dfd is its own folder): each that will write refuses the outputs whose
+ * names it would take too. The folder is listed once per worker (siblings.c), so extensions
+ * compare in any case without a probe per spelling. */
+static void refuse_clashes_in(const pm__process_ctx *ctx, job_state *s, const char *out_rel,
+                              int dfd, const char *shown_dir, const char *stem, const char *self,
+                              const struct stat *ours)
 {
-    size_t n_exts;
-    const char *const *exts = pm__scan_candidate_exts(&n_exts);
-    for (size_t i = 0; i < n_exts * 2; i++) {
-        char *ext = i < n_exts ? g_strdup(exts[i]) : g_ascii_strup(exts[i - n_exts], -1);
-        char *path = g_strconcat(base, ".", ext, NULL);
-        if (other_file(path, ours) && may_write(path))
-            refuse_names_shared_with(ctx, s, out_rel, path);
-        g_free(path);
-        g_free(ext);
+    GPtrArray *names = pm__siblings(s->w, dfd, stem, self);
+    for (guint i = 0; names && i < names->len; i++) {
+        const char *name = g_ptr_array_index(names, i);
+        if (!other_file(dfd, name, ours) || !may_write_at(dfd, name))
+            continue;
+        size_t n = strlen(shown_dir);
+        char *shown = g_strconcat(shown_dir, n && shown_dir[n - 1] != '/' ? "/" : "", name, NULL);
+        refuse_names_shared_with(ctx, s, out_rel, shown);
+        g_free(shown);
     }
+    if (names)
+        g_ptr_array_free(names, TRUE);
 }
 
-/* Other sources that map to our output names (BAD-INPUT 23): siblings with our stem and
- * another image extension (a.png and a.jpg both make a.webp), and with several inputs, the
- * file at our place in another input folder, or a named file with our stem. Probed with
- * fstatat (no memory of what was seen), so both sides refuse, whichever runs first. Entries
- * of a --files-from list are checked against their siblings only. */
+/* Is this place the source's own (its input folder, or its list's root)? */
+static int own_place(const pm__job *job, const pm__place *p)
+{
+    return job->origin == PM__FROM_LIST ? p->input == job->place
+                                        : job->origin == PM__FROM_WALK && p->input == job->input;
+}
+
+/* Other sources that map to our output names (BAD-INPUT 23): files with our stem and another
+ * image extension, in any case, in our own folder (a.png and a.JPG both make a.webp); then the
+ * same place below every other folder whose tree lands on the output root (other input
+ * folders; for file lists, "/" and the current folder, where /a/x.jpg and a/x.jpg meet); and
+ * named files with our stem. Checked from the file system, not from what was seen (memory
+ * stays flat), so both sides refuse, whichever runs first. */
 static void refuse_clashes(const pm__process_ctx *ctx, const pm__job *job, job_state *s,
                            const struct stat *ours)
 {
+    const char *cut = strrchr(job->out_rel, '/');
+    const char *stem = cut ? cut + 1 : job->out_rel;
+    char *dir_rel = cut ? g_strndup(job->out_rel, (gsize)(cut - job->out_rel)) : g_strdup("");
+    /* its own folder as met: a walked file's is where it was opened; a named or listed path's
+     * is the one the user's path names */
     const char *base = strrchr(job->source, '/');
+    char *shown = base ? g_strndup(job->source, (gsize)(base - job->source)) : g_strdup("");
     base = base ? base + 1 : job->source;
     const char *dot = strrchr(base, '.');
-    if (!dot || dot == base)
-        return;
-    char *own = g_strndup(job->source, (gsize)(dot - job->source));
-    refuse_clashes_at(ctx, s, job->out_rel, own, ours);
-    g_free(own);
-    if (job->origin == PM__FROM_LIST)
-        return;
-    for (int i = 0; i < ctx->n_roots; i++) {
-        if (ctx->roots[i].input == job->input)
+    if (dot && dot != base) {
+        int dfd = job->explicit_file ? open(*shown ? shown : ".", O_PATH | O_DIRECTORY | O_CLOEXEC)
+                                     : s->srcdir;
+        char *own_stem = g_strndup(base, (gsize)(dot - base));
+        refuse_clashes_in(ctx, s, job->out_rel, dfd, shown, own_stem, base, ours);
+        g_free(own_stem);
+        if (dfd >= 0 && dfd != s->srcdir)
+            close(dfd);
+    }
+    g_free(shown);
+    for (int i = 0; i < ctx->n_places; i++) {
+        const pm__place *p = &ctx->places[i];
+        if (own_place(job, p))
             continue;
-        const char *root = ctx->roots[i].path;
-        size_t n = strlen(root);
-        char *there = g_strconcat(root, n && root[n - 1] == '/' ? "" : "/", job->out_rel, NULL);
-        refuse_clashes_at(ctx, s, job->out_rel, there, ours);
+        char *there = *dir_rel ? g_strconcat(p->phys, p->phys[1] ? "/" : "", dir_rel, NULL)
+                               : g_strdup(p->phys);
+        /* an input folder is walked without following links; a listed path is followed */
+        int dfd = p->input >= 0 ? pm__open_physical(there, O_PATH | O_DIRECTORY)
+                                : open(there, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0) {
+            /* shown as the user would name that folder */
+            char *shown_dir = p->input == PM__PLACE_LIST_ABS ? g_strconcat("/", dir_rel, NULL)
+                              : !*dir_rel || !*p->path       ? g_strconcat(p->path, dir_rel, NULL)
+                                                       : g_strconcat(p->path, "/", dir_rel, NULL);
+            refuse_clashes_in(ctx, s, job->out_rel, dfd, shown_dir, stem, NULL, ours);
+            g_free(shown_dir);
+            close(dfd);
+        }
         g_free(there);
     }
-    GPtrArray *named = ctx->named_by_stem && !strchr(job->out_rel, '/')
-                           ? g_hash_table_lookup(ctx->named_by_stem, job->out_rel)
-                           : NULL;
+    GPtrArray *named =
+        ctx->named_by_stem && !*dir_rel ? g_hash_table_lookup(ctx->named_by_stem, stem) : NULL;
     for (guint i = 0; named && i < named->len; i++) {
         const pm__place *p = g_ptr_array_index(named, i);
         struct stat st;
@@ -1083,6 +1174,7 @@ static void refuse_clashes(const pm__process_ctx *ctx, const pm__job *job, job_s
             !(st.st_dev == ours->st_dev && st.st_ino == ours->st_ino) && may_write(p->path))
             refuse_names_shared_with(ctx, s, job->out_rel, p->path);
     }
+    g_free(dir_rel);
 }
 
 /* Which outputs are current: recorded for this source with the same digest, and the file
@@ -1100,7 +1192,7 @@ static int mark_current(const pm__process_ctx *ctx, job_state *s, int *refreshed
             if (strcmp(rec->name, v->name) != 0)
                 continue;
             int refreshed = 0;
-            v->ours = pm__state_output_matches(ctx->out_rootfd, rec, 0, &refreshed);
+            v->ours = pm__state_output_matches(ctx->out_rootfd, rec, 0, &refreshed, &v->ours_ino);
             if (v->ours && strcmp(rec->digest, v->digest) == 0 && !ctx->opts->force) {
                 v->current = 1;
                 v->rec = *rec; /* borrowed strings: only scalars are used */
@@ -1109,7 +1201,7 @@ static int mark_current(const pm__process_ctx *ctx, job_state *s, int *refreshed
                 v->out.height = rec->height;
                 if (refreshed) {
                     struct stat sb;
-                    if (fstatat(ctx->out_rootfd, rec->name, &sb, AT_SYMLINK_NOFOLLOW) == 0) {
+                    if (stat_below(ctx->out_rootfd, rec->name, &sb) == 0) {
                         v->rec.mtime_ns = pm__mtime_ns(&sb);
                         v->rec.ino = (uint64_t)sb.st_ino;
                     }
@@ -1204,8 +1296,8 @@ static int lanes_enter(const pm__process_ctx *ctx, uint64_t bytes)
     uint64_t budget = ctx->opts->decode_budget;
     if (ctx->lanes < 2 || budget == 0 || ctx->out_rootfd < 0)
         return -1;
-    int fd = openat(ctx->out_rootfd, PM__STATE_DIR "/decode-lock",
-                    O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0666);
+    int fd =
+        pm__open_beneath(ctx->out_rootfd, PM__STATE_DIR "/decode-lock", O_RDWR | O_CREAT, 0666);
     if (fd < 0)
         return -1; /* no lock: the decode goes ahead, as without lanes */
     int how = bytes > budget / (uint64_t)ctx->lanes ? LOCK_EX : LOCK_SH;
@@ -1532,12 +1624,15 @@ static void collect(const pm__process_ctx *ctx, job_state *s, pm__result *r)
     }
 }
 
-/* Writes this source's record: what it is, and every output that holds what pixmill wrote
- * (made now, current, or made earlier for an option set no longer asked for). */
+/* Writes this source's record: what it is (the file read, by its physical path, below the
+ * folder the scan started from), and every output that holds what pixmill wrote (made now,
+ * current, or made earlier for an option set no longer asked for). */
 static int save_state(const pm__process_ctx *ctx, job_state *s, const struct stat *st, int *err)
 {
     pm__state ns = {0};
-    ns.source = g_canonicalize_filename(s->path, ctx->cwd);
+    ns.source = g_strdup(s->src);
+    ns.root = g_strndup(s->src, s->root_len);
+    ns.root_dev = s->root_dev;
     ns.size = (uint64_t)st->st_size;
     ns.mtime_ns = pm__mtime_ns(st);
     g_strlcpy(ns.hash, s->hash, sizeof(ns.hash));
@@ -1567,12 +1662,13 @@ static int save_state(const pm__process_ctx *ctx, job_state *s, const struct sta
         int taken = 0, refreshed;
         for (int k = 0; k < made && !taken; k++)
             taken = strcmp(ns.outs[k].name, rec->name) == 0;
-        if (!taken && pm__state_output_matches(ctx->out_rootfd, rec, 0, &refreshed))
+        if (!taken && pm__state_output_matches(ctx->out_rootfd, rec, 0, &refreshed, NULL))
             ns.outs[ns.n_outs++] = *rec;
     }
     int rc = pm__state_save(ctx->out_rootfd, s->state_dir, s->state_name, &ns, err);
     g_free(ns.outs); /* the strings are borrowed */
     g_free(ns.source);
+    g_free(ns.root);
     return rc;
 }
 
@@ -1589,6 +1685,21 @@ static void test_hooks(const char *source)
         abort();
     while (hang && *hang && strstr(source, hang))
         sleep(60);
+    /* $PIXMILL_TEST_PAUSE: a source whose path contains it waits between the scan and its
+     * open: the worker creates $PIXMILL_TEST_PAUSE_DIR/paused, then waits (at most 60 s) for
+     * $PIXMILL_TEST_PAUSE_DIR/go, so that a test can change the tree at that moment. */
+    const char *pause = getenv("PIXMILL_TEST_PAUSE");   // NOLINT(concurrency-mt-unsafe)
+    const char *dir = getenv("PIXMILL_TEST_PAUSE_DIR"); // NOLINT(concurrency-mt-unsafe)
+    if (pause && *pause && dir && *dir && strstr(source, pause)) {
+        char *paused = g_strdup_printf("%s/paused", dir), *go = g_strdup_printf("%s/go", dir);
+        int fd = open(paused, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        if (fd >= 0)
+            close(fd);
+        for (int i = 0; i < 6000 && access(go, F_OK) != 0; i++)
+            g_usleep(10000);
+        g_free(paused);
+        g_free(go);
+    }
 }
 #endif
 
@@ -1623,8 +1734,13 @@ static void publish_variant(const pm__process_ctx *ctx, job_state *s, variant *v
         v->temp.name[0] = '\0'; /* not ours to remove any more */
         return;
     }
-    rc = pm__publish_commit(&v->temp, base_name(v->name),
-                            ctx->overlap && !v->ours ? PM__PUBLISH_NOREPLACE : 0, &err);
+    /* Where outputs overlap inputs, nothing is replaced but the very file this source made
+     * before (checked at plan time, replaced only if it is still that file). */
+    if (ctx->overlap && v->ours)
+        rc = pm__publish_commit_over(&v->temp, base_name(v->name), v->ours_ino, 0, &err);
+    else
+        rc = pm__publish_commit(&v->temp, base_name(v->name),
+                                ctx->overlap ? PM__PUBLISH_NOREPLACE : 0, &err);
     if (rc != PM_OK)
         fail_output(v, rc, err, NULL);
     v->temp.name[0] = '\0';
@@ -1633,7 +1749,7 @@ static void publish_variant(const pm__process_ctx *ctx, job_state *s, variant *v
 /* The worker's half: everything up to the outputs written to temps (decode, encode). What is
  * left, publishing (fsync, rename), the record and the event, waits in r->tail for
  * pm__process_finish, which the reporter runs: a worker never waits for the disk. */
-void pm__process_job(const pm__process_ctx *ctx, const pm__job *job, pm__result *r)
+void pm__process_job(const pm__process_ctx *ctx, pm__worker *w, const pm__job *job, pm__result *r)
 {
 #ifdef PM_TEST_HOOKS
     test_hooks(job->source);
@@ -1645,10 +1761,16 @@ void pm__process_job(const pm__process_ctx *ctx, const pm__job *job, pm__result 
     r->ev.type = PM_EVENT_DONE;
     job_state *s = g_new0(job_state, 1);
     s->fd = -1;
+    s->srcdir = -1;
     s->dirfd = -1;
     s->same = PM_FORMAT_PNG;
     s->path = r->source;
     s->ctx = ctx;
+    s->w = w;
+    s->src = strcmp(job->dir, "/") == 0 ? g_strconcat("/", job->name, NULL)
+                                        : g_strconcat(job->dir, "/", job->name, NULL);
+    s->root_len = (size_t)job->root_len;
+    s->root_dev = job->root_dev;
     r->tail = s;
     struct stat *st = &s->st;
     int have_header = 0, refreshed = 0;
@@ -1680,9 +1802,11 @@ void pm__process_job(const pm__process_ctx *ctx, const pm__job *job, pm__result 
         s->dc_source = s->old.dc_source;
         r->ev.source_width = s->old.width;
         r->ev.source_height = s->old.height;
-        char *abs = g_canonicalize_filename(job->source, ctx->cwd);
-        s->need_save |= strcmp(abs, s->old.source) != 0; /* the tree moved: prune must know */
-        g_free(abs);
+        /* the tree moved, or the record is older than roots: prune must know */
+        s->need_save |= strcmp(s->src, s->old.source) != 0 || !s->old.root ||
+                        strlen(s->old.root) != s->root_len ||
+                        strncmp(s->old.root, s->src, s->root_len) != 0 ||
+                        s->old.root_dev != s->root_dev;
     } else {
         if (read_header(ctx, s, r) != 0)
             goto out;
@@ -1695,6 +1819,8 @@ void pm__process_job(const pm__process_ctx *ctx, const pm__job *job, pm__result 
     }
     plan_outputs(ctx, job, s);
     refuse_clashes(ctx, job, s, st);
+    close(s->srcdir); /* the file is open: its folder is not needed again */
+    s->srcdir = -1;
     int todo = mark_current(ctx, s, &refreshed);
     s->need_save |= refreshed;
     if (o->dry_run)
@@ -1733,11 +1859,15 @@ void pm__process_finish(const pm__process_ctx *ctx, pm__result *r)
     for (int k = 0; k < s->n; k++)
         if (s->v[k].temp.name[0] && s->v[k].out.status == PM_OK && r->ev.type != PM_EVENT_FAILED)
             publish_variant(ctx, s, &s->v[k]);
-    /* The first failure is the one to tell: an output's before the record's. */
-    int output_failed = 0;
-    for (int k = 0; k < s->n; k++)
+    /* The first failure is the one to tell: an output's before the record's. A source none
+     * of whose outputs was made or is current gets no record (one of old stays as it was):
+     * a source that fails is never recorded. */
+    int output_failed = 0, held = 0;
+    for (int k = 0; k < s->n; k++) {
         output_failed |= !s->v[k].alias && s->v[k].out.status != PM_OK;
-    if (s->need_save && !ctx->opts->dry_run && r->ev.type != PM_EVENT_FAILED &&
+        held |= !s->v[k].alias && s->v[k].out.status == PM_OK;
+    }
+    if (s->need_save && held && !ctx->opts->dry_run && r->ev.type != PM_EVENT_FAILED &&
         save_state(ctx, s, &s->st, &err) != PM_OK && !output_failed)
         fail(r, PM_ERR_STATE, err, g_strdup("the output is made but will be rebuilt next time"));
     collect(ctx, s, r);

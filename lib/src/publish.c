@@ -44,7 +44,11 @@ int pm__publish_open_dir(int rootfd, const char *rel, int *out_fd, int *sys_errn
             next = openat(cur, part, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         }
         if (next < 0) {
-            *sys_errno = errno;
+            struct stat st; /* a link where a folder should be: say so (ENOTDIR otherwise) */
+            int err = errno;
+            *sys_errno = fstatat(cur, part, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode)
+                             ? ELOOP
+                             : err;
             close(cur);
             return PM_ERR_WRITE;
         }
@@ -128,26 +132,94 @@ int pm__write_all(int fd, const void *buf, size_t len)
     return 0;
 }
 
-int pm__publish_commit(pm__temp *t, const char *final_name, int flags, int *sys_errno)
+/* fsync (unless a cache) and close the temp: 0, or -1 with the temp removed. */
+static int flush(pm__temp *t, int flags, int *sys_errno)
 {
     if (!(flags & PM__PUBLISH_CACHE) && fsync(t->fd) != 0) {
         *sys_errno = errno;
         pm__publish_abort(t);
-        return PM_ERR_WRITE;
+        return -1;
     }
     int rc = close(t->fd);
     t->fd = -1;
     if (rc != 0) {
         *sys_errno = errno;
         pm__publish_abort(t);
-        return PM_ERR_WRITE;
+        return -1;
     }
-    rc = (flags & PM__PUBLISH_NOREPLACE) ? rename_noreplace(t->dirfd, t->name, final_name)
-                                         : renameat(t->dirfd, t->name, t->dirfd, final_name);
+    return 0;
+}
+
+int pm__publish_commit(pm__temp *t, const char *final_name, int flags, int *sys_errno)
+{
+    if (flush(t, flags, sys_errno) != 0)
+        return PM_ERR_WRITE;
+    int rc = (flags & PM__PUBLISH_NOREPLACE) ? rename_noreplace(t->dirfd, t->name, final_name)
+                                             : renameat(t->dirfd, t->name, t->dirfd, final_name);
     if (rc != 0) {
         *sys_errno = errno;
         pm__publish_abort(t);
         return (*sys_errno == EEXIST) ? PM_ERR_OUTPUT_EXISTS : PM_ERR_WRITE;
+    }
+    t->name[0] = '\0';
+    return PM_OK;
+}
+
+/* Exchanges the two names in dirfd: 0, or -1 with errno (EINVAL/ENOSYS: not supported here). */
+static int exchange(int dirfd, const char *a, const char *b)
+{
+    return renameat2(dirfd, a, dirfd, b, RENAME_EXCHANGE);
+}
+
+int pm__publish_commit_over(pm__temp *t, const char *final_name, uint64_t ino, int flags,
+                            int *sys_errno)
+{
+    if (flush(t, flags, sys_errno) != 0)
+        return PM_ERR_WRITE;
+    struct stat st;
+    if (exchange(t->dirfd, t->name, final_name) == 0) {
+        /* the file that came out must be the one checked; if not, it goes back */
+        if (fstatat(t->dirfd, t->name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+            (uint64_t)st.st_ino == ino) {
+            unlinkat(t->dirfd, t->name, 0);
+            t->name[0] = '\0';
+            return PM_OK;
+        }
+        if (exchange(t->dirfd, t->name, final_name) == 0) {
+            *sys_errno = EEXIST;
+            pm__publish_abort(t);
+            return PM_ERR_OUTPUT_EXISTS;
+        }
+        *sys_errno = errno; /* two names of one folder exchanged once cannot fail the second
+                               time; if they do, neither file is removed */
+        t->name[0] = '\0';
+        return PM_ERR_WRITE;
+    }
+    if (errno == ENOENT) { /* nothing there any more: nothing to lose */
+        if (rename_noreplace(t->dirfd, t->name, final_name) != 0) {
+            *sys_errno = errno;
+            pm__publish_abort(t);
+            return *sys_errno == EEXIST ? PM_ERR_OUTPUT_EXISTS : PM_ERR_WRITE;
+        }
+        t->name[0] = '\0';
+        return PM_OK;
+    }
+    if (errno != EINVAL && errno != ENOSYS) {
+        *sys_errno = errno;
+        pm__publish_abort(t);
+        return PM_ERR_WRITE;
+    }
+    /* no RENAME_EXCHANGE on this file system: checked by name, then replaced */
+    if (fstatat(t->dirfd, final_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+        (uint64_t)st.st_ino != ino) {
+        *sys_errno = EEXIST;
+        pm__publish_abort(t);
+        return PM_ERR_OUTPUT_EXISTS;
+    }
+    if (renameat(t->dirfd, t->name, t->dirfd, final_name) != 0) {
+        *sys_errno = errno;
+        pm__publish_abort(t);
+        return PM_ERR_WRITE;
     }
     t->name[0] = '\0';
     return PM_OK;

@@ -182,9 +182,10 @@ static int read_defaults(reader *r, pm_recipe *rc, const char *recipe_dir)
             rc->set |= SET_FAIL_ON;
         } else if (strcmp(k, "max-pixels") == 0) {
             char *end = NULL;
-            guint64 v = text ? g_ascii_strtoull(text, &end, 10) : 0;
-            if (!text || !*text || !end || *end)
-                st = bad(r, k, "want a whole number");
+            guint64 v = text && g_ascii_isdigit(*text) ? g_ascii_strtoull(text, &end, 10) : 0;
+            /* digits only: strtoull takes "-1" as 2^64-1, which would turn the cap off */
+            if (!text || !g_ascii_isdigit(*text) || !end || *end)
+                st = bad(r, k, "want a whole number, 0 or more");
             o->max_pixels = v;
             rc->set |= SET_MAX_PIXELS;
         } else if (strcmp(k, "profile") == 0) {

@@ -261,7 +261,67 @@ static gint by_key(gconstpointer a, gconstpointer b)
     return strcmp(((const entry *)a)->key, ((const entry *)b)->key);
 }
 
-int pm__manifest_write(pm__manifest *m, const char *path, int *sys_errno)
+/* How every manifest pixmill writes begins (json-glib's pretty printer). */
+#define MANIFEST_HEAD "{\n  \"generator\" : \"pixmill "
+
+static int is_manifest_at(int dirfd, const char *name)
+{
+    int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    char head[sizeof(MANIFEST_HEAD)];
+    ssize_t n = pread(fd, head, sizeof(head) - 1, 0);
+    close(fd);
+    return n == (ssize_t)sizeof(head) - 1 && memcmp(head, MANIFEST_HEAD, sizeof(head) - 1) == 0;
+}
+
+int pm__manifest_check(const char *path, pm__manifest_spot *spot, const char **why, int *sys_errno)
+{
+    spot->ino = 0;
+    *sys_errno = 0;
+    char *base = g_path_get_basename(path), *dir = g_path_get_dirname(path);
+    gchar **parts = g_strsplit(path, "/", -1);
+    int own = 0;
+    for (int i = 0; parts[i]; i++)
+        own |= g_str_has_prefix(parts[i], PM__STATE_DIR);
+    g_strfreev(parts);
+    *why = NULL;
+    if (pm__scan_is_candidate_name(base))
+        *why = "its name is an image's, which a walk would take as a source";
+    else if (own)
+        *why = "it would be among pixmill's own files (.pixmill)";
+    if (!*why) {
+        /* the folder as the user named it; one that does not exist yet (inside the output
+         * folder, made by this run) holds nothing to protect */
+        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        struct stat st;
+        if (dfd < 0) {
+            if (errno != ENOENT) {
+                *sys_errno = errno;
+                *why = "its folder cannot be opened";
+            }
+        } else if (fstatat(dfd, base, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+            if (errno != ENOENT) {
+                *sys_errno = errno;
+                *why = "cannot tell what is there";
+            }
+        } else if (S_ISLNK(st.st_mode)) {
+            *why = "it is a symbolic link, which would be replaced";
+        } else if (!S_ISREG(st.st_mode) || !is_manifest_at(dfd, base)) {
+            *why = "a file that is not a pixmill manifest is there, and would be replaced";
+        } else {
+            spot->ino = (uint64_t)st.st_ino;
+        }
+        if (dfd >= 0)
+            close(dfd);
+    }
+    g_free(base);
+    g_free(dir);
+    return *why ? PM_ERR_USAGE : PM_OK;
+}
+
+int pm__manifest_write(pm__manifest *m, const char *path, const pm__manifest_spot *spot,
+                       int *sys_errno)
 {
     g_array_sort(m->entries, by_key);
     JsonBuilder *jb = json_builder_new();
@@ -292,7 +352,11 @@ int pm__manifest_write(pm__manifest *m, const char *path, int *sys_errno)
             e = pm__write_all(t.fd, "\n", 1); /* a text file ends with a newline */
         if (e)
             *sys_errno = e;
-        if (!e && pm__publish_commit(&t, base, 0, sys_errno) == PM_OK)
+        /* Only over the manifest found there at the start (anything else that came since,
+         * such as an output of this run, stays), or at a name still free. */
+        if (!e &&
+            (spot->ino ? pm__publish_commit_over(&t, base, spot->ino, 0, sys_errno)
+                       : pm__publish_commit(&t, base, PM__PUBLISH_NOREPLACE, sys_errno)) == PM_OK)
             rc = PM_OK;
         else
             pm__publish_abort(&t);

@@ -19,6 +19,7 @@ typedef struct frame {
     ino_t ino;
     size_t path_len; /* length of the path string for this folder */
     size_t rel_len;  /* length of the output-relative string for this folder */
+    size_t phys_len; /* length of its physical path */
     GPtrArray *rest; /* spilled: the entries still to visit, "<d_type><name>" */
     guint next;      /* into rest */
 } frame;
@@ -68,9 +69,9 @@ static void join(GString *s, const char *name)
 }
 
 static int emit_source(const pm__scan_sink *sink, const char *path, const char *rel, int expl,
-                       const struct stat *st)
+                       const struct stat *st, const pm__where *where, int place)
 {
-    return sink->on_source(path, rel, expl, st, sink->user_data);
+    return sink->on_source(path, rel, expl, st, where, place, sink->user_data);
 }
 
 static void emit_event(const pm__scan_sink *sink, pm_event_type type, const char *path, int status,
@@ -114,7 +115,8 @@ static void spill(frame *f)
     f->dir = NULL;
 }
 
-static int push_dir(GArray *stack, int fd, const struct stat *st, size_t path_len, size_t rel_len)
+static int push_dir(GArray *stack, int fd, const struct stat *st, size_t path_len, size_t rel_len,
+                    size_t phys_len)
 {
     DIR *d = fdopendir(fd);
     if (!d) {
@@ -122,7 +124,7 @@ static int push_dir(GArray *stack, int fd, const struct stat *st, size_t path_le
         close(fd);
         return err;
     }
-    frame f = {d, st->st_dev, st->st_ino, path_len, rel_len, NULL, 0};
+    frame f = {d, st->st_dev, st->st_ino, path_len, rel_len, phys_len, NULL, 0};
     g_array_append_val(stack, f);
     /* the oldest still open, when too many are */
     guint open = 0;
@@ -138,11 +140,11 @@ static int push_dir(GArray *stack, int fd, const struct stat *st, size_t path_le
     return 0;
 }
 
-/* A spilled folder on top again: reopened by its path, and only if it is still the same folder
- * (a folder swapped in meanwhile is not walked). */
-static int reopen(frame *f, const char *path)
+/* A spilled folder on top again: reopened by its physical path, never through a link, and only
+ * if it is still the same folder (a folder swapped in meanwhile is not walked). */
+static int reopen(frame *f, const char *phys)
 {
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int fd = pm__open_physical(phys, O_RDONLY | O_DIRECTORY);
     struct stat st;
     if (fd < 0)
         return errno;
@@ -186,15 +188,25 @@ static unsigned char entry_type(DIR *d, const struct dirent *e)
     return DT_FIFO; /* some other non-regular kind: treated alike */
 }
 
+static void join_phys(GString *phys, const char *name)
+{
+    if (phys->len > 1)
+        g_string_append_c(phys, '/');
+    g_string_append(phys, name);
+}
+
 static int walk(const pm__scan_config *cfg, int rootfd, const struct stat *rootst,
-                const char *root_path, const char *rel_prefix, const pm__scan_sink *sink)
+                const char *root_path, const char *root_phys, const char *rel_prefix, int place,
+                const pm__scan_sink *sink)
 {
     GArray *stack = g_array_new(FALSE, FALSE, sizeof(frame));
     GString *path = g_string_new(root_path);
     GString *rel = g_string_new(rel_prefix ? rel_prefix : "");
+    GString *phys = g_string_new(root_phys);
+    size_t root_len = phys->len;
     int stop = 0;
 
-    int err = push_dir(stack, rootfd, rootst, path->len, rel->len);
+    int err = push_dir(stack, rootfd, rootst, path->len, rel->len, phys->len);
     if (err) {
         emit_event(sink, PM_EVENT_SCAN_ERROR, root_path, PM_ERR_SCAN, err);
         goto out;
@@ -203,6 +215,7 @@ static int walk(const pm__scan_config *cfg, int rootfd, const struct stat *roots
         frame *top = &g_array_index(stack, frame, stack->len - 1);
         g_string_truncate(path, top->path_len);
         g_string_truncate(rel, top->rel_len);
+        g_string_truncate(phys, top->phys_len);
         if (cancelled(cfg)) {
             stop = 1;
             break;
@@ -214,7 +227,7 @@ static int walk(const pm__scan_config *cfg, int rootfd, const struct stat *roots
                 pop_frame(stack);
                 continue;
             }
-            if (!top->dir && (err = reopen(top, path->str)) != 0) {
+            if (!top->dir && (err = reopen(top, phys->str)) != 0) {
                 emit_event(sink, PM_EVENT_SCAN_ERROR, path->str, PM_ERR_SCAN, err);
                 pop_frame(stack);
                 continue;
@@ -268,7 +281,8 @@ static int walk(const pm__scan_config *cfg, int rootfd, const struct stat *roots
                 continue;
             }
             join(rel, name);
-            err = push_dir(stack, fd, &st, path->len, rel->len);
+            join_phys(phys, name);
+            err = push_dir(stack, fd, &st, path->len, rel->len, phys->len);
             if (err)
                 emit_event(sink, PM_EVENT_SCAN_ERROR, path->str, PM_ERR_SCAN, err);
         } else if (pm__scan_is_candidate_name(name)) {
@@ -279,7 +293,8 @@ static int walk(const pm__scan_config *cfg, int rootfd, const struct stat *roots
                 /* the link count tells hard links apart (one source, one output: BAD-INPUT 19) */
                 struct stat st;
                 int ok = fstatat(dirfd(top->dir), name, &st, AT_SYMLINK_NOFOLLOW) == 0;
-                stop = emit_source(sink, path->str, rel->str, 0, ok ? &st : NULL);
+                pm__where where = {phys->str, name, root_len, rootst->st_dev, top->dev, top->ino};
+                stop = emit_source(sink, path->str, rel->str, 0, ok ? &st : NULL, &where, place);
             } else if (type == DT_LNK) {
                 emit_event(sink, PM_EVENT_SKIPPED, path->str, PM_ERR_SYMLINK, 0);
             } else if (type == DT_UNKNOWN) {
@@ -295,50 +310,114 @@ out:
     g_array_free(stack, TRUE);
     g_string_free(path, TRUE);
     g_string_free(rel, TRUE);
+    g_string_free(phys, TRUE);
     return stop;
 }
 
-int pm__scan_path(const pm__scan_config *cfg, const char *path, const char *rel_prefix,
-                  const pm__scan_sink *sink)
+/* The physical path of what fd is (opened from path): from the kernel, or where /proc is
+ * missing from realpath, checked to be the same file. NULL when neither holds. */
+static char *physical_path(int fd, const char *path)
 {
-    if (cancelled(cfg))
-        return 1;
-    /* A path the user named is followed if it is a link, as find -H does. stat, not open:
-     * it classifies without opening (a FIFO cannot block us) and costs one call per listed
-     * file; the worker opens the file itself. */
-    struct stat st;
-    if (stat(path, &st) != 0) {
+    char *phys = pm__fd_path(fd);
+    if (phys)
+        return phys;
+    char *real = realpath(path, NULL);
+    struct stat a, b;
+    int check = real ? pm__open_physical(real, O_PATH) : -1;
+    int same = check >= 0 && fstat(check, &a) == 0 && fstat(fd, &b) == 0 && a.st_dev == b.st_dev &&
+               a.st_ino == b.st_ino;
+    if (check >= 0)
+        close(check);
+    phys = same ? g_strdup(real) : NULL;
+    free(real);
+    return phys;
+}
+
+/* A named or listed file: followed once here if it is a link (as find -H), then known by its
+ * physical place, so that the worker opens exactly it. */
+static int scan_file(const char *path, int fd, const struct stat *st, const char *rel_prefix,
+                     int place, const pm__scan_sink *sink)
+{
+    char *phys = physical_path(fd, path);
+    char *slash = phys ? strrchr(phys, '/') : NULL;
+    if (!slash || !slash[1]) {
+        emit_event(sink, PM_EVENT_SCAN_ERROR, path, PM_ERR_SCAN, phys ? EINVAL : ESTALE);
+        g_free(phys);
+        return 0;
+    }
+    char *dir = slash == phys ? g_strdup("/") : g_strndup(phys, (gsize)(slash - phys));
+    int dfd = pm__open_physical(dir, O_PATH | O_DIRECTORY);
+    struct stat dst;
+    if (dfd < 0 || fstat(dfd, &dst) != 0) {
         emit_event(sink, PM_EVENT_SCAN_ERROR, path, PM_ERR_SCAN, errno);
-        return 0;
-    }
-    if (S_ISDIR(st.st_mode)) {
-        int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd < 0) {
-            emit_event(sink, PM_EVENT_SCAN_ERROR, path, PM_ERR_SCAN, errno);
-            return 0;
-        }
-        if (fstat(dfd, &st) != 0) { /* the folder we opened, not the one we stat'ed */
-            emit_event(sink, PM_EVENT_SCAN_ERROR, path, PM_ERR_SCAN, errno);
+        if (dfd >= 0)
             close(dfd);
-            return 0;
-        }
-        return walk(cfg, dfd, &st, path, rel_prefix, sink);
-    }
-    if (!S_ISREG(st.st_mode)) {
-        emit_event(sink, PM_EVENT_SKIPPED, path, PM_ERR_NOT_REGULAR, 0);
+        g_free(dir);
+        g_free(phys);
         return 0;
     }
+    close(dfd);
     GString *rel = g_string_new(NULL);
     if (rel_prefix) {
         g_string_append(rel, rel_prefix);
-        const char *slash = strrchr(rel->str, '/');
-        size_t keep = slash ? (size_t)(slash - rel->str) + 1 : 0;
+        const char *cut = strrchr(rel->str, '/');
+        size_t keep = cut ? (size_t)(cut - rel->str) + 1 : 0;
         g_string_truncate(rel, keep);
     }
     const char *base = strrchr(path, '/');
     append_stem(rel, base ? base + 1 : path);
-    int stop = emit_source(sink, path, rel->str, 1, &st);
+    pm__where where = {dir, slash + 1, strlen(dir), dst.st_dev, dst.st_dev, dst.st_ino};
+    int stop = emit_source(sink, path, rel->str, 1, st, &where, place);
     g_string_free(rel, TRUE);
+    g_free(dir);
+    g_free(phys);
+    return stop;
+}
+
+static int scan_one(const pm__scan_config *cfg, const char *path, const char *rel_prefix, int place,
+                    const pm__scan_sink *sink);
+
+int pm__scan_path(const pm__scan_config *cfg, const char *path, const char *rel_prefix,
+                  const pm__scan_sink *sink)
+{
+    return scan_one(cfg, path, rel_prefix, -1, sink);
+}
+
+static int scan_one(const pm__scan_config *cfg, const char *path, const char *rel_prefix, int place,
+                    const pm__scan_sink *sink)
+{
+    if (cancelled(cfg))
+        return 1;
+    /* A path the user named is followed if it is a link, as find -H does. O_PATH: it opens
+     * without reading (a FIFO cannot block us, no read permission is needed); the worker
+     * opens the file itself, where this found it. */
+    int fd = open(path, O_PATH | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        emit_event(sink, PM_EVENT_SCAN_ERROR, path, PM_ERR_SCAN, errno);
+        if (fd >= 0)
+            close(fd);
+        return 0;
+    }
+    int stop = 0;
+    if (S_ISDIR(st.st_mode)) {
+        int dfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        char *phys = dfd >= 0 ? physical_path(dfd, path) : NULL;
+        if (dfd < 0 || !phys || fstat(dfd, &st) != 0) { /* the folder we opened */
+            emit_event(sink, PM_EVENT_SCAN_ERROR, path, PM_ERR_SCAN,
+                       dfd < 0 || phys ? errno : ESTALE);
+            if (dfd >= 0)
+                close(dfd);
+        } else {
+            stop = walk(cfg, dfd, &st, path, phys, rel_prefix, place, sink);
+        }
+        g_free(phys);
+    } else if (!S_ISREG(st.st_mode)) {
+        emit_event(sink, PM_EVENT_SKIPPED, path, PM_ERR_NOT_REGULAR, 0);
+    } else {
+        stop = scan_file(path, fd, &st, rel_prefix, place, sink);
+    }
+    close(fd);
     return stop;
 }
 
@@ -372,6 +451,7 @@ int pm__scan_list(const pm__scan_config *cfg, FILE *f, int delim, const pm__scan
     size_t cap = 0;
     ssize_t n;
     int stop = 0;
+    errno = 0;
     while (!stop && (n = getdelim(&line, &cap, delim, f)) >= 0) {
         if (n > 0 && line[n - 1] == (char)delim)
             line[--n] = '\0';
@@ -383,11 +463,16 @@ int pm__scan_list(const pm__scan_config *cfg, FILE *f, int delim, const pm__scan
             g_free(rel);
             continue;
         }
-        stop = pm__scan_path(cfg, line, rel, sink);
+        stop = scan_one(cfg, line, rel, line[0] == '/' ? PM__PLACE_LIST_ABS : PM__PLACE_LIST_REL,
+                        sink);
         g_free(rel);
+        errno = 0;
     }
-    if (!stop && ferror(f))
-        emit_event(sink, PM_EVENT_SCAN_ERROR, "(file list)", PM_ERR_SCAN, errno);
+    int err = errno;
     free(line);
+    if (!stop && ferror(f)) {
+        errno = err ? err : EIO;
+        return -1; /* a list read in part is never taken for the whole list */
+    }
     return stop;
 }

@@ -25,6 +25,9 @@
 #define STATE_ROOT PM__STATE_DIR "/state"
 #define STATE_MAGIC "pixmill-state 1"
 #define STATE_SUFFIX ".st"
+/* A source whose name leaves no room for ".st" within NAME_MAX: its first 200 bytes, a hash
+ * of the whole name, and this suffix, which no plain record name ends with. */
+#define STATE_LONG_SUFFIX ".sth"
 
 int64_t pm__mtime_ns(const struct stat *st)
 {
@@ -73,8 +76,17 @@ void pm__state_location(const char *out_rel, const char *source, char **dir_rel,
     else
         *dir_rel = g_strdup(STATE_ROOT);
     char *base = g_path_get_basename(source);
-    *name = g_strconcat(base, STATE_SUFFIX, NULL);
+    if (strlen(base) + strlen(STATE_SUFFIX) <= 255)
+        *name = g_strconcat(base, STATE_SUFFIX, NULL);
+    else
+        *name = g_strdup_printf("%.200s-%016" G_GINT64_MODIFIER "x" STATE_LONG_SUFFIX, base,
+                                (guint64)XXH3_64bits(base, strlen(base)));
     g_free(base);
+}
+
+static int is_record_name(const char *name)
+{
+    return g_str_has_suffix(name, STATE_SUFFIX) || g_str_has_suffix(name, STATE_LONG_SUFFIX);
 }
 
 void pm__state_clear(pm__state *st)
@@ -85,6 +97,7 @@ void pm__state_clear(pm__state *st)
     }
     g_free(st->outs);
     g_free(st->source);
+    g_free(st->root);
     memset(st, 0, sizeof(*st));
 }
 
@@ -107,6 +120,11 @@ static int parse_line(char *line, pm__state *st, GArray *outs)
     if (n == 2 && strcmp(f[0], "source") == 0) {
         g_free(st->source);
         st->source = g_strcompress(f[1]);
+        ok = 1;
+    } else if (n == 3 && strcmp(f[0], "root") == 0) {
+        g_free(st->root);
+        st->root = g_strcompress(f[1]);
+        st->root_dev = g_ascii_strtoull(f[2], NULL, 10);
         ok = 1;
     } else if (n == 2 && strcmp(f[0], "size") == 0) {
         st->size = g_ascii_strtoull(f[1], NULL, 10);
@@ -146,6 +164,53 @@ static int parse_line(char *line, pm__state *st, GArray *outs)
     return ok ? 0 : -1;
 }
 
+/* A path below a folder, as a walk makes them: no empty, "." or ".." part. */
+static int rel_ok(const char *rel)
+{
+    const char *comp = rel;
+    if (!*rel)
+        return 0;
+    for (const char *p = rel;; p++) {
+        if (*p == '/' || *p == '\0') {
+            size_t n = (size_t)(p - comp);
+            if (n == 0 || (n == 1 && comp[0] == '.') ||
+                (n == 2 && comp[0] == '.' && comp[1] == '.'))
+                return 0;
+            if (*p == '\0')
+                return 1;
+            comp = p + 1;
+        }
+    }
+}
+
+/* Every name in a record is read from a folder others may write (a shared output root, a
+ * restored cache): held to what pixmill itself would have written, or the record is not one
+ * of pixmill's. The source is absolute, below its root; each output's name is one a template
+ * could give. */
+static int record_is_sane(const pm__state *st)
+{
+    if (!st->source || st->source[0] != '/')
+        return 0;
+    if (st->root) {
+        size_t n = strlen(st->root);
+        int top = n == 1 && st->root[0] == '/';
+        if (st->root[0] != '/' || strncmp(st->source, st->root, n) != 0 ||
+            (!top && st->source[n] != '/') || !rel_ok(st->source + n + !top))
+            return 0;
+    }
+    for (int i = 0; i < st->n_outs; i++)
+        if (!pm__name_is_safe(st->outs[i].name))
+            return 0;
+    return 1;
+}
+
+/* The part of a record's source below its root. */
+static const char *source_below_root(const pm__state *st)
+{
+    size_t n = strlen(st->root);
+    return st->source + n + !(n == 1 && st->root[0] == '/');
+}
+
 int pm__state_load_at(int dirfd, const char *name, pm__state *st)
 {
     memset(st, 0, sizeof(*st));
@@ -174,7 +239,7 @@ int pm__state_load_at(int dirfd, const char *name, pm__state *st)
     g_strfreev(lines);
     st->n_outs = (int)outs->len;
     st->outs = (pm__state_out *)(void *)g_array_free(outs, FALSE);
-    if (rc != 0 || !st->source || st->width <= 0 || !*st->hash) {
+    if (rc != 0 || !st->source || st->width <= 0 || !*st->hash || !record_is_sane(st)) {
         pm__state_clear(st);
         return -1;
     }
@@ -186,7 +251,7 @@ int pm__state_load(int rootfd, const char *dir_rel, const char *name, pm__state 
     memset(st, 0, sizeof(*st));
     if (rootfd < 0)
         return -1;
-    int dirfd = openat(rootfd, dir_rel, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int dirfd = pm__open_beneath(rootfd, dir_rel, O_RDONLY | O_DIRECTORY, 0);
     if (dirfd < 0)
         return -1;
     int rc = pm__state_load_at(dirfd, name, st);
@@ -205,6 +270,11 @@ int pm__state_save(int rootfd, const char *dir_rel, const char *name, const pm__
                            esc, st->size, st->mtime_ns, st->hash, st->width, st->height, st->pages,
                            (int)st->same, st->has_profile, st->dc_source);
     g_free(esc);
+    if (st->root) {
+        esc = g_strescape(st->root, NULL);
+        g_string_append_printf(text, "root\t%s\t%" G_GUINT64_FORMAT "\n", esc, st->root_dev);
+        g_free(esc);
+    }
     for (int i = 0; i < st->n_outs; i++) {
         const pm__state_out *o = &st->outs[i];
         char *v = g_strescape(o->variant ? o->variant : "", NULL);
@@ -238,48 +308,108 @@ int pm__state_save(int rootfd, const char *dir_rel, const char *name, const pm__
     return rc == PM_OK ? PM_OK : PM_ERR_STATE;
 }
 
-int pm__state_output_matches(int rootfd, const pm__state_out *o, int strict, int *refreshed)
+int pm__state_output_matches(int rootfd, const pm__state_out *o, int strict, int *refreshed,
+                             uint64_t *ino)
 {
     struct stat sb;
     *refreshed = 0;
-    if (fstatat(rootfd, o->name, &sb, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(sb.st_mode) ||
-        (uint64_t)sb.st_size != o->bytes)
+    const char *base;
+    int dirfd = pm__open_parent(rootfd, o->name, &base);
+    if (dirfd < 0)
         return 0;
-    if (pm__mtime_ns(&sb) == o->mtime_ns && (!strict || (uint64_t)sb.st_ino == o->ino))
-        return 1;
-    if (strict)
-        return 0;
-    /* Restored by a tool that does not keep mtimes: the content decides. */
-    int fd = openat(rootfd, o->name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-    if (fd < 0)
-        return 0;
-    char hash[PM__HASH_HEX];
-    int same = pm__hash_fd(fd, hash) == 0 && strcmp(hash, o->hash) == 0;
-    close(fd);
-    *refreshed = same;
+    int same = 0;
+    if (fstatat(dirfd, base, &sb, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(sb.st_mode) ||
+        (uint64_t)sb.st_size != o->bytes) {
+        same = 0;
+    } else if (pm__mtime_ns(&sb) == o->mtime_ns && (!strict || (uint64_t)sb.st_ino == o->ino)) {
+        same = 1;
+    } else if (!strict) {
+        /* Restored by a tool that does not keep mtimes: the content decides. */
+        int fd = openat(dirfd, base, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+        char hash[PM__HASH_HEX];
+        struct stat fs;
+        same = fd >= 0 && fstat(fd, &fs) == 0 && fs.st_ino == sb.st_ino &&
+               pm__hash_fd(fd, hash) == 0 && strcmp(hash, o->hash) == 0;
+        if (fd >= 0)
+            close(fd);
+        *refreshed = same;
+    }
+    if (same && ino)
+        *ino = (uint64_t)sb.st_ino;
+    close(dirfd);
     return same;
 }
 
 /* ---- prune ---- */
 
-/* Removes now-empty folders from rel's parent up to (not including) the root. */
-static void remove_empty_parents(int rootfd, const char *rel)
+/* Removes now-empty folders from rel's parent up to (not including) stop ("" for the root),
+ * each by a descriptor of its parent, never through a link. */
+static void remove_empty_parents(int rootfd, const char *rel, const char *stop)
 {
-    char *dir = g_path_get_dirname(rel);
-    while (strcmp(dir, ".") != 0 && strcmp(dir, "/") != 0) {
-        if (unlinkat(rootfd, dir, AT_REMOVEDIR) != 0)
+    char *dir = g_strdup(rel);
+    size_t keep = strlen(stop);
+    for (;;) {
+        char *slash = strrchr(dir, '/');
+        if (!slash || (size_t)(slash - dir) <= keep)
             break;
-        char *up = g_path_get_dirname(dir);
-        g_free(dir);
-        dir = up;
+        *slash = '\0';
+        const char *base;
+        int pfd = pm__open_parent(rootfd, dir, &base);
+        if (pfd < 0)
+            break;
+        int rc = unlinkat(pfd, base, AT_REMOVEDIR);
+        close(pfd);
+        if (rc != 0)
+            break;
     }
     g_free(dir);
 }
 
-static int source_is_gone(const char *path)
+/* Is the source proved gone? Only when the folder the scan started from is there, is the one
+ * it was (same device: not an empty mount point left by an unmounted disk), and below it,
+ * without following a link, the source's path ends before the file (ENOENT, ENOTDIR), at a link,
+ * or at something that is not a regular file. A folder that cannot be opened, a record from
+ * before roots were recorded, any other error: not proved, kept. */
+static int source_is_gone(const pm__state *st)
 {
+    if (!st->root)
+        return 0;
+    int rootfd = pm__open_physical(st->root, O_PATH | O_DIRECTORY);
+    struct stat rs;
+    if (rootfd < 0)
+        return 0;
+    if (fstat(rootfd, &rs) != 0 || (uint64_t)rs.st_dev != st->root_dev) {
+        close(rootfd);
+        return 0;
+    }
+    int fd = pm__open_beneath(rootfd, source_below_root(st), O_PATH | O_NOFOLLOW, 0);
+    int err = errno;
+    close(rootfd);
+    if (fd >= 0) {
+        struct stat fs;
+        int regular = fstat(fd, &fs) != 0 || S_ISREG(fs.st_mode);
+        close(fd);
+        return !regular;
+    }
+    return err == ENOENT || err == ENOTDIR || err == ELOOP;
+}
+
+/* Removes an output that still is the very file recorded, by a descriptor of its folder. */
+static int remove_output(int rootfd, const pm__state_out *o)
+{
+    int refreshed;
+    if (!pm__state_output_matches(rootfd, o, 1, &refreshed, NULL))
+        return -1;
+    const char *base;
+    int dirfd = pm__open_parent(rootfd, o->name, &base);
+    if (dirfd < 0)
+        return -1;
     struct stat sb;
-    return lstat(path, &sb) != 0 && (errno == ENOENT || errno == ENOTDIR);
+    int rc = fstatat(dirfd, base, &sb, AT_SYMLINK_NOFOLLOW) == 0 && (uint64_t)sb.st_ino == o->ino
+                 ? unlinkat(dirfd, base, 0)
+                 : -1;
+    close(dirfd);
+    return rc;
 }
 
 static void prune_record(int rootfd, const char *dir_rel, int dirfd, const char *name, int dry_run,
@@ -288,7 +418,7 @@ static void prune_record(int rootfd, const char *dir_rel, int dirfd, const char 
     pm__state st;
     if (pm__state_load_at(dirfd, name, &st) != 0)
         return; /* not one of ours, or unreadable: left alone */
-    if (!source_is_gone(st.source)) {
+    if (!source_is_gone(&st)) {
         pm__state_clear(&st);
         return;
     }
@@ -297,18 +427,17 @@ static void prune_record(int rootfd, const char *dir_rel, int dirfd, const char 
         int refreshed;
         /* Only the very file pixmill wrote (size, mtime and inode): a file replaced since is
          * not ours, even with the same bytes (another source may have made it). */
-        if (!pm__state_output_matches(rootfd, &st.outs[i], 1, &refreshed))
-            continue;
-        if (dry_run || unlinkat(rootfd, st.outs[i].name, 0) == 0) {
+        if (dry_run) {
+            removed[i] = pm__state_output_matches(rootfd, &st.outs[i], 1, &refreshed, NULL);
+        } else if (remove_output(rootfd, &st.outs[i]) == 0) {
             removed[i] = 1;
-            if (!dry_run)
-                remove_empty_parents(rootfd, st.outs[i].name);
+            remove_empty_parents(rootfd, st.outs[i].name, "");
         }
     }
     if (!dry_run) {
         unlinkat(dirfd, name, 0);
         char *rel = g_strdup_printf("%s/%s", dir_rel, name);
-        remove_empty_parents(rootfd, rel);
+        remove_empty_parents(rootfd, rel, STATE_ROOT);
         g_free(rel);
     }
     cb(&st, removed, ud);
@@ -324,8 +453,7 @@ void pm__walk_files(int rootfd, const char *start, const int *cancel, pm__walk_c
     g_ptr_array_add(todo, g_strdup(start));
     while (todo->len > 0 && !(cancel && __atomic_load_n(cancel, __ATOMIC_ACQUIRE))) {
         char *rel = g_ptr_array_steal_index(todo, todo->len - 1);
-        int dirfd = *rel ? openat(rootfd, rel, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW)
-                         : dup(rootfd);
+        int dirfd = pm__open_beneath(rootfd, rel, O_RDONLY | O_DIRECTORY, 0);
         DIR *d = dirfd >= 0 ? fdopendir(dirfd) : NULL;
         if (!d) {
             if (dirfd >= 0)
@@ -333,8 +461,6 @@ void pm__walk_files(int rootfd, const char *start, const int *cancel, pm__walk_c
             g_free(rel);
             continue;
         }
-        if (!*rel)
-            rewinddir(d); /* a dup shares the offset with rootfd */
         struct dirent *e;
         while ((e = readdir(d)) != NULL) {
             if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
@@ -363,7 +489,7 @@ typedef struct prune_walk {
 static void prune_one(int dirfd, const char *rel, const char *name, const struct stat *sb, void *ud)
 {
     prune_walk *w = ud;
-    if (S_ISREG(sb->st_mode) && g_str_has_suffix(name, STATE_SUFFIX))
+    if (S_ISREG(sb->st_mode) && is_record_name(name))
         prune_record(w->rootfd, rel, dirfd, name, w->dry_run, w->cb, w->ud);
 }
 
@@ -376,7 +502,7 @@ int pm__state_prune(int rootfd, int dry_run, const int *cancel, pm__prune_cb cb,
 
 /* ---- the root's lock and the sweep of stale temps ---- */
 
-#define LOCK_NAME PM__STATE_DIR "/lock"
+#define LOCK_NAME "lock" /* in DIR/.pixmill */
 /* Each run's marker is .pixmill/running-<16 hex> (one shared .pixmill/running before). */
 #define MARKER_PREFIX "running"
 
@@ -389,9 +515,9 @@ static void sweep_one(int dirfd, const char *rel, const char *name, const struct
 }
 
 /* The runs' markers in the state folder: counted, or removed (only by a run alone). */
-static int markers(int rootfd, int remove)
+static int markers(int statefd, int remove)
 {
-    int dfd = openat(rootfd, PM__STATE_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    int dfd = openat(statefd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
     if (!d) {
         if (dfd >= 0)
@@ -412,13 +538,26 @@ int pm__root_begin(int rootfd, pm__root *root, int *swept)
     *swept = 0;
     root->lockfd = -1;
     root->marker[0] = '\0';
-    int dirfd = -1, err = 0;
-    if (pm__publish_open_dir(rootfd, PM__STATE_DIR, &dirfd, &err) != PM_OK)
+    int statefd = -1, recfd = -1, err = 0;
+    /* DIR/.pixmill and its state/, each opened without following a link: a link there would
+     * take the lock, the markers and every record somewhere else */
+    if (pm__publish_open_dir(rootfd, PM__STATE_DIR, &statefd, &err) != PM_OK) {
+        errno = err;
         return -1;
-    close(dirfd);
-    int fd = openat(rootfd, LOCK_NAME, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0666);
-    if (fd < 0)
+    }
+    if (pm__publish_open_dir(statefd, "state", &recfd, &err) != PM_OK) {
+        close(statefd);
+        errno = err;
         return -1;
+    }
+    close(recfd);
+    int fd = openat(statefd, LOCK_NAME, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0666);
+    if (fd < 0) {
+        err = errno;
+        close(statefd);
+        errno = err;
+        return -1;
+    }
     /* Each run leaves its own marker until it finishes. Alone on this root, a marker means a
      * run died (SIGKILL, power, an engine killed beside others): its temps are garbage, and
      * once they are gone so is its marker. With another run here (it holds the lock shared),
@@ -426,9 +565,9 @@ int pm__root_begin(int rootfd, pm__root *root, int *swept)
      * beside a dead one used to take the shared marker with it, and the dead one's temps
      * stayed. */
     if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
-        if (markers(rootfd, 0) > 0) {
+        if (markers(statefd, 0) > 0) {
             pm__walk_files(rootfd, "", NULL, sweep_one, swept);
-            markers(rootfd, 1);
+            markers(statefd, 1);
         }
         flock(fd, LOCK_SH); /* atomic on Linux: no other run can sweep in between */
     } else {
@@ -438,16 +577,16 @@ int pm__root_begin(int rootfd, pm__root *root, int *swept)
     }
     unsigned char rnd[8];
     if (getrandom(rnd, sizeof(rnd), 0) == (ssize_t)sizeof(rnd)) {
-        snprintf(root->marker, sizeof(root->marker), "%s/%s-%02x%02x%02x%02x%02x%02x%02x%02x",
-                 PM__STATE_DIR, MARKER_PREFIX, rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5],
-                 rnd[6], rnd[7]);
-        int m = openat(rootfd, root->marker, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0666);
+        snprintf(root->marker, sizeof(root->marker), "%s-%02x%02x%02x%02x%02x%02x%02x%02x",
+                 MARKER_PREFIX, rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
+        int m = openat(statefd, root->marker, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0666);
         if (m >= 0)
             close(m);
         else
             root->marker[0] = '\0';
     }
     root->lockfd = fd; /* held shared until the end of the run (or the process) */
+    close(statefd);    /* one descriptor fewer while the run lasts (ulimit -n 16) */
     return 0;
 }
 
@@ -456,8 +595,12 @@ void pm__root_end(int rootfd, pm__root *root)
     if (root->lockfd < 0)
         return;
     /* A clean finish leaves nothing to sweep: this run's marker goes. */
-    if (root->marker[0])
-        unlinkat(rootfd, root->marker, 0);
+    int statefd =
+        root->marker[0] ? pm__open_beneath(rootfd, PM__STATE_DIR, O_PATH | O_DIRECTORY, 0) : -1;
+    if (statefd >= 0) {
+        unlinkat(statefd, root->marker, 0);
+        close(statefd);
+    }
     close(root->lockfd);
     root->lockfd = -1;
 }

@@ -88,16 +88,42 @@ int pm__template_check(const char *tmpl, unsigned *tokens, char *why, size_t why
     return PM_OK;
 }
 
+/* A part of a name below the output root: not "." or "..", not too long for a name, not one
+ * of pixmill's own (temps, state). */
+static int component_ok(const char *comp, size_t n)
+{
+    return n > 0 && n <= 255 && !(n == 1 && comp[0] == '.') &&
+           !(n == 2 && comp[0] == '.' && comp[1] == '.') &&
+           !(n >= strlen(PM__STATE_DIR) &&
+             strncmp(comp, PM__STATE_DIR, strlen(PM__STATE_DIR)) == 0);
+}
+
+#define NAME_MAX_TOTAL 4000 /* an output's whole name below the root, in bytes */
+
+int pm__name_is_safe(const char *name)
+{
+    size_t n = name ? strlen(name) : 0;
+    if (n == 0 || n >= NAME_MAX_TOTAL || name[0] == '/')
+        return 0;
+    const char *comp = name;
+    for (const char *p = name;; p++) {
+        if (*p == '/' || *p == '\0') {
+            if (!component_ok(comp, (size_t)(p - comp)))
+                return 0;
+            if (*p == '\0')
+                return 1;
+            comp = p + 1;
+        }
+    }
+}
+
 /* Appends one expanded component to out, refusing what could leave the root. */
 static int take_component(GString *out, const char *comp, size_t n)
 {
     if (n == 0)
         return 0; /* from an empty {dir}, or {stem} of a name that is all extension */
-    if ((n == 1 && comp[0] == '.') || (n == 2 && comp[0] == '.' && comp[1] == '.'))
+    if (!component_ok(comp, n))
         return -1;
-    if (n > 255 ||
-        (n >= strlen(PM__STATE_DIR) && strncmp(comp, PM__STATE_DIR, strlen(PM__STATE_DIR)) == 0))
-        return -1; /* too long for a name, or one of pixmill's own (temps, state) */
     if (out->len)
         g_string_append_c(out, '/');
     g_string_append_len(out, comp, (gssize)n);
@@ -164,7 +190,7 @@ char *pm__template_expand(const char *tmpl, const pm__name_vars *v)
     size_t raw_len = raw->len;
     int ends_in_slash = raw_len > 0 && raw->str[raw_len - 1] == '/';
     g_string_free(raw, TRUE);
-    if (bad || ends_in_slash || out->len == 0 || out->len >= 4000) {
+    if (bad || ends_in_slash || out->len == 0 || out->len >= NAME_MAX_TOTAL) {
         g_string_free(out, TRUE);
         return NULL;
     }

@@ -64,18 +64,31 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ctx.opts = &opts;
     ctx.variants = variants;
     ctx.n_variants = n_variants;
-    ctx.cwd = dir;
     ctx.profile_hash = "-";
     ctx.out_rootfd = outfd;
     ctx.out_root = outdir;
+    char *phys = realpath(dir, NULL);
+    must(phys != NULL);
+    struct stat dst;
+    must(stat(phys, &dst) == 0);
     pm__job job = {.source = src,
                    .out_rel = (char *)"source",
+                   .dir = phys,
+                   .name = (char *)"source.img",
+                   .root_len = strlen(phys),
+                   .root_dev = dst.st_dev,
+                   .dir_dev = dst.st_dev,
+                   .dir_ino = dst.st_ino,
                    .explicit_file = 1,
                    .origin = PM__FROM_NAMED,
                    .input = 0,
+                   .place = -1,
                    .seq = 1};
     pm__result *r = g_new0(pm__result, 1);
-    pm__process_job(&ctx, &job, r);
+    pm__worker *w = pm__worker_new();
+    pm__process_job(&ctx, w, &job, r);
+    pm__worker_free(w);
+    free(phys);
     pm__process_finish(&ctx, r);
     must(r->ev.type == PM_EVENT_DONE || r->ev.type == PM_EVENT_FAILED ||
          r->ev.type == PM_EVENT_SKIPPED);

@@ -15,7 +15,7 @@ if [ "$target" = decode ]; then
   # shellcheck disable=SC2046
   clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
     -DPM_BUILDING_LIBRARY -I"$root/lib/include" -I"$root/lib/src" "$here/fuzz_decode.c" \
-    "$root"/lib/src/{batch,jpegdc,options,process,publish,queue,recipe,report,scan,state,template,waitgroup}.c \
+    "$root"/lib/src/*.c \
     $(pkg-config --cflags --libs vips glib-2.0 json-glib-1.0 libxxhash) -lm -lpthread \
     -o "$work/fuzz_$target"
   export ASAN_OPTIONS=detect_leaks=0 # libvips/GLib keep type data alive on purpose
