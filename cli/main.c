@@ -115,22 +115,23 @@ static const char usage_text[] =
 
 typedef cli_view cli;
 
-/* "1,5,9" into a set of seqs (gint64 keys). */
-static int parse_seq_list(const char *text, GHashTable **set)
+/* "DEV:INO,DEV:INO" (files an earlier engine crashed on) into pairs, appended to ids. */
+static int parse_id_list(const char *text, GArray *ids)
 {
-    if (!*set)
-        *set = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
     gchar **parts = g_strsplit(text, ",", -1);
     int ok = 1;
     for (int i = 0; parts[i] && ok; i++) {
+        guint64 id[2];
         char *end;
-        gint64 v = g_ascii_strtoll(parts[i], &end, 10);
-        ok = *parts[i] && !*end && v > 0;
+        id[0] = g_ascii_strtoull(parts[i], &end, 10);
+        ok = end != parts[i] && *end == ':';
         if (ok) {
-            gint64 *k = g_new(gint64, 1);
-            *k = v;
-            g_hash_table_add(*set, k);
+            const char *p = end + 1;
+            id[1] = g_ascii_strtoull(p, &end, 10);
+            ok = end != p && *end == '\0';
         }
+        if (ok)
+            g_array_append_vals(ids, id, 2);
     }
     g_strfreev(parts);
     return ok ? 0 : -1;
@@ -402,7 +403,8 @@ static void *signal_main(void *arg)
  * every early usage error returns without a leak report under ASan. */
 static pm_recipe *recipe;
 
-static char **given; /* argv as given, for the engine; freed at exit like the recipe */
+static char **given;     /* argv as given, for the engine; freed at exit like the recipe */
+static GArray *skip_ids; /* --engine-skip: (dev, ino) pairs; freed at exit like the recipe */
 
 /* The user set glibc's mmap or trim threshold (environment or tunables): theirs wins. */
 static int user_set_malloc_thresholds(void)
@@ -471,6 +473,9 @@ static void free_at_exit(void)
     free_recipe();
     g_strfreev(given);
     given = NULL;
+    if (skip_ids)
+        g_array_free(skip_ids, TRUE);
+    skip_ids = NULL;
 }
 
 /* Descriptors 0-2 that were closed get /dev/null, before anything else opens a file: a
@@ -546,6 +551,7 @@ int main(int argc, char **argv)
         {"engine-lists", required_argument, NULL, 1005},
         {"engine-sweep", no_argument, NULL, 1006},
         {"engine-lane", required_argument, NULL, 1007},
+        {"engine-check", required_argument, NULL, 1008},
         {NULL, 0, NULL, 0},
     };
     pm_options opts;
@@ -573,7 +579,8 @@ int main(int argc, char **argv)
     int isolate = 1, engine_fd = -1, low_memory = 0, budget_given = 0;
     uint64_t engine_only = 0;
     int engine_sweep = 0, engine_lane_jobs = 0;
-    GHashTable *skip_seqs = NULL;
+    skip_ids = g_array_new(FALSE, FALSE, sizeof(guint64));
+    uint64_t check_below = 0, check_digest = 0;
     int engine_lists[64], n_engine_lists = 0;
     /* A recipe first, whatever its place: every other option overrides it. getopt_long keeps
      * global state: fine here, before any thread exists. */
@@ -653,7 +660,7 @@ int main(int argc, char **argv)
             c.engine = 1;
             break;
         case 1003:
-            if (parse_seq_list(optarg, &skip_seqs) != 0)
+            if (parse_id_list(optarg, skip_ids) != 0)
                 return usage_error("invalid --engine-skip");
             break;
         case 1004:
@@ -664,6 +671,17 @@ int main(int argc, char **argv)
         case 1006:
             engine_sweep = 1;
             break;
+        case 1008: { /* BELOW:DIGEST (hex) */
+            char *end;
+            check_below = g_ascii_strtoull(optarg, &end, 10);
+            if (end == optarg || *end != ':')
+                return usage_error("invalid --engine-check");
+            const char *hex = end + 1;
+            check_digest = g_ascii_strtoull(hex, &end, 16);
+            if (end == hex || *end)
+                return usage_error("invalid --engine-check");
+            break;
+        }
         case 1007: /* LANES,JOBS,RECV_FD,SEND_FD (-1: another lane scans) */
             if (sscanf(optarg, "%d,%d,%d,%d", &opts.lanes, &engine_lane_jobs, &opts.lane_recv_fd,
                        &opts.lane_send_fd) != 4 ||
@@ -919,14 +937,11 @@ int main(int argc, char **argv)
     free_recipe(); /* the batch has its own copies now */
     for (int i = optind; i < argc; i++)
         pm_batch_add_input(batch, argv[i]);
-    if (skip_seqs) {
-        GHashTableIter it;
-        gpointer k;
-        g_hash_table_iter_init(&it, skip_seqs);
-        while (g_hash_table_iter_next(&it, &k, NULL))
-            pm_batch_skip(batch, (uint64_t) * (gint64 *)k);
-        g_hash_table_destroy(skip_seqs);
-    }
+    for (guint i = 0; i + 1 < skip_ids->len; i += 2)
+        pm_batch_skip_file(batch, g_array_index(skip_ids, guint64, i),
+                           g_array_index(skip_ids, guint64, i + 1));
+    if (check_below > 1)
+        pm_batch_check_replay(batch, check_below, check_digest);
     for (int i = 0; i < n_files_from; i++) {
         int fd;
         if (i < n_engine_lists) { /* the supervisor's copy, read from its start */

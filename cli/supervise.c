@@ -5,13 +5,21 @@
  * summary and exit status cover every engine. The supervisor never starts libvips.
  *
  * Journal lines from the engine (see pm_options.journal_fd):
- *   S <seq> <escaped path>   a worker started a source
- *   E <seq> <type> <status> <outputs> <bytes in> <bytes out>   its event was delivered
- *   Z <pruned> <temps swept> <cpu seconds>                     the engine finished
+ *   S <seq> <dev> <ino> <escaped path>  a worker started a source
+ *   E <seq> <type> <status> <outputs> <bytes in> <bytes out> <dev> <ino> <json>
+ *                                        its event was delivered
+ *   K <seq> <dev> <ino>                  a file at fault passed over (pm_batch_skip_file)
+ *   X                                    the replay does not match what was shown before
+ *   Z <pruned> <temps swept> <cpu seconds> <jobs>   the engine finished
  * The engine prints nothing itself: the supervisor shows each event from its E line, so an
  * event is shown exactly when it is counted, whatever the moment of a crash. Restarting: the
  * sources already shown are replayed (they are up to date now, so this is cheap, and the
- * manifest stays complete) without being shown again; the files at fault are passed over. */
+ * manifest stays complete) without being shown again; the files at fault are passed over by
+ * identity (device, inode), wherever the new scan meets them. Shown events are known by seq
+ * (memory stays flat), so the new engine checks that its entries below the last one shown are
+ * the same files in the same order (a digest of seq, device and inode, pm_journal_mix); when
+ * the tree changed between the engines it says so ("X"), and the run warns and exits 1 rather
+ * than trust counts that may be off. */
 #define _GNU_SOURCE
 #include "cli.h"
 
@@ -40,6 +48,7 @@ static double now(void)
 
 typedef struct inflight {
     char *path;
+    uint64_t dev, ino; /* the source as its engine's scan saw it */
     double start;
     int lane;      /* the engine working on it (its index among the lanes) */
     int timed_out; /* its engine was killed for it */
@@ -59,16 +68,19 @@ typedef struct lane {
 typedef struct engine_run {
     /* in */
     uint64_t quiet_below; /* events below this seq were shown by an earlier engine */
-    GHashTable *quiet;    /* and these (gint64*): replayed for the manifest, not shown */
-    GHashTable *skip;     /* pass these over entirely */
+    uint64_t digest;      /* pm_journal_mix over those (and, out, over all below done_below) */
+    GHashTable *quiet;    /* and these (seq_map): replayed for the manifest, not shown */
+    GHashTable *skip;     /* seq_map of the files at fault, passed over by identity */
     uint64_t only;        /* 0, or run just this seq (one worker) */
     int sweep_only;       /* process nothing: only sweep the temps of a killed engine */
     int lanes;            /* > 1: that many engines at once, fed by the first one's scan */
     /* out */
     GHashTable *flight;  /* seq -> inflight, still open when the engine ended */
     uint64_t done_below; /* every seq below was reported (by this engine or earlier ones) */
-    GHashTable *done;    /* and these above it, reported by this engine: a few, since events
-                            arrive nearly in order, so memory does not grow with the files */
+    GHashTable *done;    /* and these above it (seq_map), reported by this engine: a few, since
+                            events arrive nearly in order, so memory does not grow with the
+                            files */
+    int tree_changed;    /* an engine said "X" */
     pm_summary sum;      /* from its E lines (and Z) */
     int got_z;           /* from every lane */
     int status;          /* waitpid status: of the first lane that died, or else of the
@@ -83,32 +95,56 @@ typedef struct engine_run {
 static int list_fds[64];
 static int n_list_fds;
 
-static GHashTable *seq_set(void)
+/* A set of seqs, each with the identity (device, inode) of its entry: 0 0 where it is not a
+ * source. */
+typedef struct ident {
+    uint64_t dev, ino;
+} ident;
+
+static GHashTable *seq_map(void)
 {
-    return g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
+    return g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
 }
 
-static void seq_add(GHashTable *set, uint64_t seq)
+static void seq_put(GHashTable *map, uint64_t seq, uint64_t dev, uint64_t ino)
 {
     gint64 *k = g_new(gint64, 1);
     *k = (gint64)seq;
-    g_hash_table_add(set, k);
+    ident *v = g_new(ident, 1);
+    *v = (ident){dev, ino};
+    g_hash_table_replace(map, k, v);
 }
 
-static int seq_has(GHashTable *set, uint64_t seq)
+static const ident *seq_get(GHashTable *map, uint64_t seq)
 {
     gint64 k = (gint64)seq;
-    return set && g_hash_table_contains(set, &k);
+    return map ? g_hash_table_lookup(map, &k) : NULL;
 }
 
-static char *seq_list(GHashTable *set)
+static int seq_has(GHashTable *map, uint64_t seq)
+{
+    return seq_get(map, seq) != NULL;
+}
+
+static void seq_remove(GHashTable *map, uint64_t seq)
+{
+    gint64 k = (gint64)seq;
+    g_hash_table_remove(map, &k);
+}
+
+/* "DEV:INO,..." of the files in map, for --engine-skip. */
+static char *id_list(GHashTable *map)
 {
     GString *s = g_string_new(NULL);
     GHashTableIter it;
-    gpointer k;
-    g_hash_table_iter_init(&it, set);
-    while (g_hash_table_iter_next(&it, &k, NULL))
-        g_string_append_printf(s, "%s%" G_GINT64_FORMAT, s->len ? "," : "", *(gint64 *)k);
+    gpointer v;
+    g_hash_table_iter_init(&it, map);
+    while (g_hash_table_iter_next(&it, NULL, &v)) {
+        const ident *id = v;
+        if (id->dev || id->ino)
+            g_string_append_printf(s, "%s%" PRIu64 ":%" PRIu64, s->len ? "," : "", id->dev,
+                                   id->ino);
+    }
     return g_string_free(s, FALSE);
 }
 
@@ -217,11 +253,13 @@ static pid_t spawn_engine(const sup_config *cfg, const engine_run *er, int journ
         g_ptr_array_add(
             args, g_strdup_printf("--engine-lane=%d,%d,%d,%d", er->lanes, jobs, recv_fd, send_fd));
     }
-    if (er->skip && g_hash_table_size(er->skip)) {
-        char *l = seq_list(er->skip);
-        g_ptr_array_add(args, g_strdup_printf("--engine-skip=%s", l));
-        g_free(l);
-    }
+    char *skip = er->skip ? id_list(er->skip) : NULL;
+    if (skip && *skip)
+        g_ptr_array_add(args, g_strdup_printf("--engine-skip=%s", skip));
+    g_free(skip);
+    if (er->quiet_below > 1 && er->quiet_below != UINT64_MAX && !er->sweep_only)
+        g_ptr_array_add(args, g_strdup_printf("--engine-check=%" PRIu64 ":%" PRIx64,
+                                              er->quiet_below, er->digest));
     if (er->only)
         g_ptr_array_add(args, g_strdup_printf("--engine-only=%" PRIu64, er->only));
     if (er->sweep_only)
@@ -335,14 +373,25 @@ static int did_report(const engine_run *er, uint64_t seq)
     return seq < er->done_below || seq_has(er->done, seq);
 }
 
-static void mark_done(engine_run *er, uint64_t seq)
+/* seq is reported; the run's watermark moves past every seq reported by now, each mixed
+ * into the digest with the identity it was first reported with. */
+static void mark_done(engine_run *er, uint64_t seq, uint64_t dev, uint64_t ino)
 {
-    seq_add(er->done, seq);
+    if (seq < er->done_below)
+        return;
+    seq_put(er->done, seq, dev, ino);
     for (;;) {
-        gint64 k = (gint64)er->done_below;
-        if (!g_hash_table_remove(er->done, &k) && !seq_has(er->quiet, er->done_below) &&
-            !seq_has(er->skip, er->done_below))
+        const ident *id = seq_get(er->done, er->done_below);
+        int mine = id != NULL;
+        if (!id)
+            id = seq_get(er->quiet, er->done_below);
+        if (!id)
+            id = seq_get(er->skip, er->done_below);
+        if (!id)
             break;
+        er->digest = pm_journal_mix(er->digest, er->done_below, id->dev, id->ino);
+        if (mine)
+            seq_remove(er->done, er->done_below);
         er->done_below++;
     }
 }
@@ -350,11 +399,15 @@ static void mark_done(engine_run *er, uint64_t seq)
 static void take_line(const sup_config *cfg, engine_run *er, char *line, double t, lane *ln,
                       int lane_k)
 {
-    uint64_t seq;
-    if (line[0] == 'S' && sscanf(line, "S %" SCNu64, &seq) == 1) {
-        const char *p = strchr(line + 2, ' ');
+    uint64_t seq, dev, ino;
+    int at = 0;
+    if (line[0] == 'S' &&
+        sscanf(line, "S %" SCNu64 " %" SCNu64 " %" SCNu64 " %n", &seq, &dev, &ino, &at) == 3 &&
+        at > 0) {
         inflight *f = g_new0(inflight, 1);
-        f->path = g_strcompress(p ? p + 1 : "");
+        f->path = g_strcompress(line + at);
+        f->dev = dev;
+        f->ino = ino;
         f->start = t;
         f->lane = lane_k;
         gint64 *k = g_new(gint64, 1);
@@ -362,10 +415,22 @@ static void take_line(const sup_config *cfg, engine_run *er, char *line, double 
         g_hash_table_replace(er->flight, k, f);
         return;
     }
+    if (line[0] == 'K' &&
+        sscanf(line, "K %" SCNu64 " %" SCNu64 " %" SCNu64, &seq, &dev, &ino) == 3) {
+        if (!(seq < er->quiet_below || seq_has(er->quiet, seq)))
+            mark_done(er, seq, dev, ino); /* reported already, as the file at fault */
+        return;
+    }
+    if (line[0] == 'X' && (line[1] == '\0' || line[1] == ' ')) {
+        er->tree_changed = 1;
+        return;
+    }
     int type, status, outputs;
     uint64_t in, out;
-    if (line[0] == 'E' && sscanf(line, "E %" SCNu64 " %d %d %d %" SCNu64 " %" SCNu64, &seq, &type,
-                                 &status, &outputs, &in, &out) == 6) {
+    if (line[0] == 'E' &&
+        sscanf(line, "E %" SCNu64 " %d %d %d %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64 " %n",
+               &seq, &type, &status, &outputs, &in, &out, &dev, &ino, &at) == 8 &&
+        at > 0) {
         if (seq == 0 && er->lanes > 1) {
             /* every lane may say the same (an output folder it cannot write): the first
              * lane's at once, the others' at the end unless already said */
@@ -380,16 +445,10 @@ static void take_line(const sup_config *cfg, engine_run *er, char *line, double 
         g_hash_table_remove(er->flight, &key);
         int quiet = seq && (seq < er->quiet_below || seq_has(er->quiet, seq));
         if (seq && !quiet)
-            mark_done(er, seq);
+            mark_done(er, seq, dev, ino);
         if (quiet)
             return; /* reported by an earlier engine: replayed for the manifest only */
-        const char *json = line;
-        for (int field = 0; field < 7 && json; field++) {
-            json = strchr(json, ' ');
-            json = json ? json + 1 : NULL;
-        }
-        if (json)
-            show_event(cfg, type, status, json);
+        show_event(cfg, type, status, line + at);
         pm_summary *s = &er->sum;
         s->outputs += (uint64_t)outputs;
         s->bytes_out += out;
@@ -510,7 +569,7 @@ static void sum_up_engines(engine_run *er, lane *ln, int n)
 static void run_engine(const sup_config *cfg, engine_run *er, int sigfd, int *user_signal)
 {
     er->flight = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, free_inflight);
-    er->done = seq_set();
+    er->done = seq_map();
     er->done_below = er->quiet_below;
     er->held = g_ptr_array_new_with_free_func(g_free);
     er->said = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
@@ -750,31 +809,39 @@ int cli_supervise(const sup_config *cfg)
 
     pm_summary total = {0};
     uint64_t quiet_below = 1; /* every seq below has been reported */
-    GHashTable *quiet = seq_set(), *condemned = seq_set();
+    uint64_t digest = 0;      /* pm_journal_mix over the seqs below quiet_below */
+    GHashTable *quiet = seq_map(), *condemned = seq_map();
+    int tree_changed = 0;
     uint64_t n_condemned = 0;
     int user_signal = 0, exit_code = -1, restarts_without_culprit = 0;
     for (;;) {
         engine_run er = {0};
         er.quiet_below = quiet_below;
+        er.digest = digest;
         er.quiet = quiet;
         er.skip = condemned;
         er.lanes = cfg->lanes;
         run_engine(cfg, &er, sigfd, &user_signal);
         add_summary(&total, &er.sum);
+        tree_changed |= er.tree_changed;
         /* everything this engine reported is replayed quietly next time */
         GHashTableIter it;
-        gpointer k;
+        gpointer k, v;
         g_hash_table_iter_init(&it, er.done);
-        while (g_hash_table_iter_next(&it, &k, NULL))
+        while (g_hash_table_iter_next(&it, &k, &v))
             if (!seq_has(quiet, (uint64_t) * (gint64 *)k))
-                seq_add(quiet, (uint64_t) * (gint64 *)k);
-        for (; quiet_below < er.done_below; quiet_below++) {
-            gint64 key = (gint64)quiet_below;
-            g_hash_table_remove(quiet, &key);
-        }
-        while (seq_has(quiet, quiet_below) || seq_has(condemned, quiet_below)) {
-            gint64 key = (gint64)quiet_below;
-            g_hash_table_remove(quiet, &key);
+                seq_put(quiet, (uint64_t) * (gint64 *)k, ((ident *)v)->dev, ((ident *)v)->ino);
+        for (; quiet_below < er.done_below; quiet_below++)
+            seq_remove(quiet, quiet_below);
+        digest = er.digest;
+        for (;;) {
+            const ident *id = seq_get(quiet, quiet_below);
+            if (!id)
+                id = seq_get(condemned, quiet_below);
+            if (!id)
+                break;
+            digest = pm_journal_mix(digest, quiet_below, id->dev, id->ino);
+            seq_remove(quiet, quiet_below);
             quiet_below++;
         }
         if (er.abandoned || (user_signal && !er.got_z)) {
@@ -822,10 +889,12 @@ int cli_supervise(const sup_config *cfg)
                 engine_run alone = {0};
                 alone.only = seq;
                 alone.quiet_below = quiet_below;
+                alone.digest = digest;
                 alone.quiet = quiet;
                 alone.skip = condemned;
                 run_engine(cfg, &alone, sigfd, &user_signal);
                 add_summary(&total, &alone.sum);
+                tree_changed |= alone.tree_changed;
                 if (engine_died(&alone) && !user_signal) {
                     guilty = 1;
                     status = alone.timed_out ? PM_ERR_TIMEOUT : PM_ERR_CRASHED;
@@ -836,13 +905,13 @@ int cli_supervise(const sup_config *cfg)
                               : g_strdup_printf("the decoding process was %s (alone)", d);
                     g_free(d);
                 } else if (did_report(&alone, seq)) {
-                    seq_add(quiet, seq); /* reported by its own engine */
+                    seq_put(quiet, seq, f->dev, f->ino); /* reported by its own engine */
                 }
                 engine_run_free(&alone);
             }
             if (guilty) {
                 report_condemned(cfg, seq, f->path, status, why);
-                seq_add(condemned, seq);
+                seq_put(condemned, seq, f->dev, f->ino);
                 n_condemned++;
                 culprits++;
             }
@@ -861,6 +930,10 @@ int cli_supervise(const sup_config *cfg)
         }
     }
     total.failed += n_condemned;
+    if (tree_changed) /* counts may be off: never an exit 0 on them */
+        fputs("pixmill: the inputs changed while the run was restarted after a crash: some files "
+              "may be shown twice or not at all; run again to be sure\n",
+              stderr);
     struct rusage ru;
     getrusage(RUSAGE_CHILDREN, &ru);
     total.wall_seconds = now() - t0;
@@ -877,5 +950,5 @@ int cli_supervise(const sup_config *cfg)
         return 128 + user_signal;
     if (exit_code >= 0)
         return exit_code;
-    return (total.failed + total.scan_errors) ? 1 : 0;
+    return (total.failed + total.scan_errors || tree_changed) ? 1 : 0;
 }

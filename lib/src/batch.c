@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 typedef struct input {
     char *path; /* NULL for a file list */
@@ -34,14 +35,17 @@ struct pm_batch {
     pm__variant variants[PM_MAX_VARIANTS];
     int n_variants;
     char profile_hash[PM__HASH_HEX];
-    uint64_t next_seq;     /* scanner thread only */
-    GHashTable *skip_seqs; /* fixed once run starts */
-    GHashTable *seen;      /* scanner thread only (set up before it starts): (dev, ino) ->
-                              first path, of named files and files with several links, and of
-                              walked files a file list may name again; "" for a named file not
-                              met yet */
-    guint scan_input;      /* scanner thread only: the input being scanned */
-    GArray *places;        /* of pm__place (see pm__process_ctx) */
+    uint64_t next_seq;      /* scanner thread only */
+    GHashTable *skip_files; /* fixed once run starts: identity keys (identity_key) */
+    uint64_t check_below;   /* pm_batch_check_replay: entries below it are checked */
+    uint64_t check_digest;
+    uint64_t replay_digest; /* scanner thread only: mixed so far */
+    GHashTable *seen;       /* scanner thread only (set up before it starts): (dev, ino) ->
+                               first path, of named files and files with several links, and of
+                               walked files a file list may name again; "" for a named file not
+                               met yet */
+    guint scan_input;       /* scanner thread only: the input being scanned */
+    GArray *places;         /* of pm__place (see pm__process_ctx) */
     pthread_mutex_t journal_mu;
     GArray *inputs; /* of input; fixed once run starts */
     int ran;
@@ -260,16 +264,36 @@ int pm_batch_create(pm_batch **out, const pm_options *opts)
     return PM_OK;
 }
 
-int pm_batch_skip(pm_batch *batch, uint64_t seq)
+static GBytes *identity_key_of(uint64_t dev, uint64_t ino)
 {
-    if (!batch || batch->ran || seq == 0)
+    uint64_t key[2] = {dev, ino};
+    return g_bytes_new(key, sizeof(key));
+}
+
+int pm_batch_skip_file(pm_batch *batch, uint64_t dev, uint64_t ino)
+{
+    if (!batch || batch->ran || (dev == 0 && ino == 0))
         return PM_ERR_USAGE;
-    if (!batch->skip_seqs)
-        batch->skip_seqs = g_hash_table_new(g_int64_hash, g_int64_equal);
-    gint64 *key = g_new(gint64, 1);
-    *key = (gint64)seq;
-    g_hash_table_add(batch->skip_seqs, key);
+    if (!batch->skip_files)
+        batch->skip_files =
+            g_hash_table_new_full(g_bytes_hash, g_bytes_equal, (GDestroyNotify)g_bytes_unref, NULL);
+    g_hash_table_add(batch->skip_files, identity_key_of(dev, ino));
     return PM_OK;
+}
+
+int pm_batch_check_replay(pm_batch *batch, uint64_t below, uint64_t digest)
+{
+    if (!batch || batch->ran)
+        return PM_ERR_USAGE;
+    batch->check_below = below;
+    batch->check_digest = digest;
+    return PM_OK;
+}
+
+uint64_t pm_journal_mix(uint64_t digest, uint64_t seq, uint64_t dev, uint64_t ino)
+{
+    uint64_t v[3] = {seq, dev, ino};
+    return (uint64_t)XXH64(v, sizeof(v), (XXH64_hash_t)digest);
 }
 
 int pm_batch_add_input(pm_batch *batch, const char *path)
@@ -322,11 +346,8 @@ void pm_batch_destroy(pm_batch *batch)
     g_free(batch->output_dir);
     g_free(batch->profile_file);
     g_free(batch->manifest_path);
-    if (batch->skip_seqs) {
-        GList *keys = g_hash_table_get_keys(batch->skip_seqs);
-        g_hash_table_destroy(batch->skip_seqs);
-        g_list_free_full(keys, g_free);
-    }
+    if (batch->skip_files)
+        g_hash_table_destroy(batch->skip_files);
     pm__variants_free(batch->variants, batch->n_variants);
     if (batch->seen)
         g_hash_table_destroy(batch->seen);
@@ -352,14 +373,28 @@ static void thread_finished(pm_batch *b)
 
 /* ---- scanner thread ---- */
 
-/* The next entry's seq, and whether to pass it over (a supervisor's restart). */
-static int take_seq(pm_batch *b, uint64_t *seq, int *stop)
+static void journal(pm_batch *b, const char *line);
+
+/* A restart's replay is checked against what the earlier engine met: an entry that differs
+ * (the tree changed between the engines) means seqs no longer name the same entries. */
+static void replay_mismatch(pm_batch *b)
+{
+    b->check_below = 0; /* said once */
+    journal(b, "X\n");
+}
+
+/* The next entry's seq (dev, ino: the source as the scan saw it, 0 for other entries), and
+ * whether to pass it over (an engine asked to run one seq only). */
+static int take_seq(pm_batch *b, uint64_t *seq, int *stop, uint64_t dev, uint64_t ino)
 {
     *seq = ++b->next_seq;
     *stop = b->opts.stop_after && *seq >= b->opts.stop_after;
-    gint64 key = (gint64)*seq;
-    return *stop || *seq < b->opts.skip_below ||
-           (b->skip_seqs && g_hash_table_contains(b->skip_seqs, &key));
+    if (*seq < b->check_below) {
+        b->replay_digest = pm_journal_mix(b->replay_digest, *seq, dev, ino);
+        if (*seq + 1 == b->check_below && b->replay_digest != b->check_digest)
+            replay_mismatch(b);
+    }
+    return *stop || *seq < b->opts.skip_below;
 }
 
 /* One journal line, whole (the pipe reader sees lines, never parts of two). */
@@ -383,9 +418,11 @@ static void journal(pm_batch *b, const char *line)
 
 /* An event about a scanned entry (no job), to the reporter. */
 static void post_entry_event(pm_batch *b, pm_event_type type, const char *path, int status,
-                             int sys_errno, uint64_t seq, char *message)
+                             int sys_errno, uint64_t seq, char *message, uint64_t dev, uint64_t ino)
 {
     pm__result *r = g_new0(pm__result, 1);
+    r->dev = dev;
+    r->ino = ino;
     r->ev.type = type;
     r->ev.status = status;
     r->ev.sys_errno = sys_errno;
@@ -434,7 +471,7 @@ static const char *seen_before(pm_batch *b, const struct stat *st, const char *p
  * their lengths in len[], no NULs). */
 typedef struct lane_head {
     uint64_t seq;
-    uint64_t root_len, root_dev, dir_dev, dir_ino;
+    uint64_t root_len, root_dev, dir_dev, dir_ino, dev, ino;
     int32_t input, origin, explicit_file, place;
     uint32_t len[4];
 } lane_head;
@@ -453,16 +490,10 @@ static pm__origin origin_of(pm_batch *b, int explicit_file)
 static int lane_send(pm_batch *b, const pm__job *job)
 {
     const char *parts[4] = {job->source, job->out_rel, job->dir, job->name};
-    lane_head h = {job->seq,
-                   job->root_len,
-                   job->root_dev,
-                   job->dir_dev,
-                   job->dir_ino,
-                   (int32_t)job->input,
-                   (int32_t)job->origin,
-                   job->explicit_file,
-                   job->place,
-                   {0}};
+    lane_head h = {job->seq,           job->root_len,       job->root_dev,
+                   job->dir_dev,       job->dir_ino,        job->dev,
+                   job->ino,           (int32_t)job->input, (int32_t)job->origin,
+                   job->explicit_file, job->place,          {0}};
     size_t total = sizeof(h);
     for (int i = 0; i < 4; i++) {
         h.len[i] = (uint32_t)strlen(parts[i]);
@@ -470,7 +501,7 @@ static int lane_send(pm_batch *b, const pm__job *job)
     }
     if (total > LANE_MSG_MAX) {
         post_entry_event(b, PM_EVENT_SCAN_ERROR, job->source, PM_ERR_SCAN, ENAMETOOLONG, job->seq,
-                         NULL);
+                         NULL, job->dev, job->ino);
         return 0;
     }
     char *msg = g_malloc(total), *at = msg + sizeof(h);
@@ -530,6 +561,8 @@ static pm__job *lane_take(pm_batch *b, char *msg)
         job->root_dev = h.root_dev;
         job->dir_dev = h.dir_dev;
         job->dir_ino = h.dir_ino;
+        job->dev = h.dev;
+        job->ino = h.ino;
         char **parts[4] = {&job->source, &job->out_rel, &job->dir, &job->name};
         const char *at = msg + sizeof(h);
         for (int i = 0; i < 4; i++) {
@@ -557,8 +590,23 @@ static int scan_on_source(const char *path, const char *out_rel, int explicit_fi
     pm_batch *b = ud;
     uint64_t seq;
     int stop;
-    if (take_seq(b, &seq, &stop))
+    uint64_t dev = st ? (uint64_t)st->st_dev : 0, ino = st ? (uint64_t)st->st_ino : 0;
+    if (take_seq(b, &seq, &stop, dev, ino))
         return stop;
+    /* A file that crashed an earlier engine, wherever the scan meets it now. */
+    if (b->skip_files && (dev || ino)) {
+        GBytes *k = identity_key_of(dev, ino);
+        int skip = g_hash_table_contains(b->skip_files, k);
+        g_bytes_unref(k);
+        if (skip) {
+            char *line = g_strdup_printf("K %" G_GUINT64_FORMAT " %" G_GUINT64_FORMAT
+                                         " %" G_GUINT64_FORMAT "\n",
+                                         seq, dev, ino);
+            journal(b, line);
+            g_free(line);
+            return 0;
+        }
+    }
     /* One file under several names is one source, made once, under the name met first
      * (BAD-INPUT 19): a file named twice, or named and met in a walk, or by a link and its
      * name, a hard link met in a walk. Remembered: named files and files with more than one
@@ -570,7 +618,7 @@ static int scan_on_source(const char *path, const char *out_rel, int explicit_fi
         const char *first = seen_before(b, st, path, keep);
         if (first) {
             post_entry_event(b, PM_EVENT_SKIPPED, path, PM_ERR_DUPLICATE, 0, seq,
-                             g_strdup_printf("the same file as %s", first));
+                             g_strdup_printf("the same file as %s", first), dev, ino);
             return 0;
         }
     }
@@ -588,6 +636,8 @@ static int scan_on_source(const char *path, const char *out_rel, int explicit_fi
     job->origin = origin_of(b, explicit_file);
     job->place = place;
     job->seq = seq;
+    job->dev = dev;
+    job->ino = ino;
     if (b->opts.lane_send_fd >= 0) {
         stop = lane_send(b, job);
         job_free(job);
@@ -608,10 +658,10 @@ static void scan_on_event(pm_event_type type, const char *path, int status, int 
     uint64_t seq = 0;
     int stop;
     if (type != PM_EVENT_SCAN_ERROR || path[0] != '(') { /* not a list that cannot be read */
-        if (take_seq(b, &seq, &stop))
+        if (take_seq(b, &seq, &stop, 0, 0))
             return;
     }
-    post_entry_event(b, type, path, status, sys_errno, seq, NULL);
+    post_entry_event(b, type, path, status, sys_errno, seq, NULL, 0, 0);
 }
 
 static void *scanner_main(void *arg)
@@ -624,10 +674,10 @@ static void *scanner_main(void *arg)
         b->scan_input = i;
         if (in->same_as) {
             uint64_t seq;
-            if (!take_seq(b, &seq, &stop)) {
+            if (!take_seq(b, &seq, &stop, 0, 0)) {
                 input *first = &g_array_index(b->inputs, input, in->same_as - 1);
                 post_entry_event(b, PM_EVENT_SKIPPED, in->path, PM_ERR_DUPLICATE, 0, seq,
-                                 g_strdup_printf("the same folder as %s", first->path));
+                                 g_strdup_printf("the same folder as %s", first->path), 0, 0);
             }
         } else if (in->path) {
             stop = pm__scan_path(&b->scan_cfg, in->path, NULL, &sink);
@@ -648,6 +698,10 @@ static void *scanner_main(void *arg)
         if (stop)
             break;
     }
+    /* fewer entries than the earlier engine met: the tree changed (not when told to stop) */
+    if (b->check_below > 1 && b->next_seq + 1 < b->check_below && !b->opts.stop_after &&
+        !__atomic_load_n(&b->cancel, __ATOMIC_ACQUIRE))
+        replay_mismatch(b);
     if (b->opts.lane_send_fd >= 0)
         shutdown(b->opts.lane_send_fd, SHUT_WR); /* the lanes take what is sent, then end */
     pm__queue_close(b->jobs);
@@ -679,7 +733,9 @@ static void *worker_main(void *arg)
         if (!__atomic_load_n(&b->cancel, __ATOMIC_ACQUIRE)) {
             if (b->opts.journal_fd >= 0) {
                 char *esc = g_strescape(job->source, NULL);
-                char *line = g_strdup_printf("S %" G_GUINT64_FORMAT " %s\n", job->seq, esc);
+                char *line = g_strdup_printf("S %" G_GUINT64_FORMAT " %" G_GUINT64_FORMAT
+                                             " %" G_GUINT64_FORMAT " %s\n",
+                                             job->seq, job->dev, job->ino, esc);
                 journal(b, line);
                 g_free(line);
                 g_free(esc);
@@ -687,6 +743,8 @@ static void *worker_main(void *arg)
             pm__result *r = g_new0(pm__result, 1);
             pm__process_job(&b->ctx, w, job, r);
             r->ev.seq = job->seq;
+            r->dev = job->dev;
+            r->ino = job->ino;
             post_result(b, r);
         }
         job_free(job);
@@ -883,7 +941,17 @@ static int any_output_full(const pm_event *ev)
 
 /* Hands an event to the caller, then to the journal (a supervisor shows and counts from
  * there). On the reporter thread only. */
+static void deliver_from(pm_batch *b, const pm_event *ev, uint64_t dev, uint64_t ino,
+                         pm_event_cb cb, void *ud);
+
 static void deliver(pm_batch *b, const pm_event *ev, pm_event_cb cb, void *ud)
+{
+    deliver_from(b, ev, 0, 0, cb, ud);
+}
+
+/* ... dev, ino: the source as the scan saw it (the journal's E line carries it). */
+static void deliver_from(pm_batch *b, const pm_event *ev, uint64_t dev, uint64_t ino,
+                         pm_event_cb cb, void *ud)
 {
     if (cb && cb(ev, ud) != 0)
         pm_batch_cancel(b);
@@ -894,10 +962,11 @@ static void deliver(pm_batch *b, const pm_event *ev, pm_event_cb cb, void *ud)
         written += ev->outputs[i].status == PM_OK && !ev->outputs[i].current &&
                    ev->type != PM_EVENT_PLANNED && ev->type != PM_EVENT_PRUNED;
     char *json = pm_event_to_json(ev);
-    char *line = g_strdup_printf("E %" G_GUINT64_FORMAT " %d %d %d %" G_GUINT64_FORMAT
-                                 " %" G_GUINT64_FORMAT " %s\n",
-                                 ev->seq, (int)ev->type, ev->status, written, ev->bytes_in,
-                                 ev->bytes_out, json ? json : "{}");
+    char *line =
+        g_strdup_printf("E %" G_GUINT64_FORMAT " %d %d %d %" G_GUINT64_FORMAT " %" G_GUINT64_FORMAT
+                        " %" G_GUINT64_FORMAT " %" G_GUINT64_FORMAT " %s\n",
+                        ev->seq, (int)ev->type, ev->status, written, ev->bytes_in, ev->bytes_out,
+                        dev, ino, json ? json : "{}");
     journal(b, line);
     g_free(line);
     pm_free(json);
@@ -1220,7 +1289,7 @@ int pm_batch_run(pm_batch *b, pm_event_cb on_event, void *user_data, pm_summary 
             disk_full = 1;
             pm_batch_cancel(b);
         }
-        deliver(b, &r->ev, on_event, user_data);
+        deliver_from(b, &r->ev, r->dev, r->ino, on_event, user_data);
         pm__result_free(r);
     }
     for (int i = 0; i < started; i++)

@@ -329,6 +329,7 @@ typedef struct pm__job {
     char *dir;     /* pm__where: the only place the worker opens it */
     char *name;
     uint64_t root_len, root_dev, dir_dev, dir_ino;
+    uint64_t dev, ino; /* the source as the scan saw it (lstat in a walk); 0 unknown */
     int explicit_file;
     pm__origin origin;
     int input; /* which of the inputs it came from */
@@ -343,6 +344,7 @@ typedef struct pm__result {
     char *message;
     pm_output *outputs; /* ev.n_outputs of them; path, name, variant and message owned */
     void *tail;         /* a job's publishing half, until pm__process_finish */
+    uint64_t dev, ino;  /* the source as the scan saw it (the journal's); 0 for entries */
 } pm__result;
 
 void pm__result_free(pm__result *r);

@@ -1679,15 +1679,10 @@ static int save_state(const pm__process_ctx *ctx, job_state *s, const struct sta
  * $PIXMILL_TEST_HANG never finishes. They prove the supervisor's crash and timeout isolation. */
 static void test_hooks(const char *source)
 {
-    const char *crash = getenv("PIXMILL_TEST_CRASH"); // NOLINT(concurrency-mt-unsafe)
-    const char *hang = getenv("PIXMILL_TEST_HANG");   // NOLINT(concurrency-mt-unsafe)
-    if (crash && *crash && strstr(source, crash))
-        abort();
-    while (hang && *hang && strstr(source, hang))
-        sleep(60);
     /* $PIXMILL_TEST_PAUSE: a source whose path contains it waits between the scan and its
-     * open: the worker creates $PIXMILL_TEST_PAUSE_DIR/paused, then waits (at most 60 s) for
-     * $PIXMILL_TEST_PAUSE_DIR/go, so that a test can change the tree at that moment. */
+     * open (before the crash and hang hooks): the worker creates $PIXMILL_TEST_PAUSE_DIR/paused,
+     * then waits (at most 60 s) for $PIXMILL_TEST_PAUSE_DIR/go, so that a test can change the
+     * tree at that moment. */
     const char *pause = getenv("PIXMILL_TEST_PAUSE");   // NOLINT(concurrency-mt-unsafe)
     const char *dir = getenv("PIXMILL_TEST_PAUSE_DIR"); // NOLINT(concurrency-mt-unsafe)
     if (pause && *pause && dir && *dir && strstr(source, pause)) {
@@ -1700,6 +1695,12 @@ static void test_hooks(const char *source)
         g_free(paused);
         g_free(go);
     }
+    const char *crash = getenv("PIXMILL_TEST_CRASH"); // NOLINT(concurrency-mt-unsafe)
+    const char *hang = getenv("PIXMILL_TEST_HANG");   // NOLINT(concurrency-mt-unsafe)
+    if (crash && *crash && strstr(source, crash))
+        abort();
+    while (hang && *hang && strstr(source, hang))
+        sleep(60);
 }
 #endif
 

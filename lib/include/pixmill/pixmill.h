@@ -282,10 +282,13 @@ typedef struct pm_options {
     /* Supervision (see pm_event.seq). Every entry the scan meets (a source, a skipped entry, a
      * scan error) gets a sequence number from 1, in scan order. */
     int journal_fd;      /* -1 (default): none. Else one line per event, written whole:
-                            "S <seq> <escaped path>" when a worker starts a source, and
-                            "E <seq> <type> <status> <outputs> <bytes_in> <bytes_out> <json>"
-                            after its event is delivered (scan events too; json as
-                            pm_event_to_json) */
+                            "S <seq> <dev> <ino> <escaped path>" when a worker starts a
+                            source, "E <seq> <type> <status> <outputs> <bytes_in> <bytes_out>
+                            <dev> <ino> <json>" after its event is delivered (scan events too;
+                            json as pm_event_to_json), "K <seq> <dev> <ino>" for a source
+                            passed over by pm_batch_skip_file, and "X" when
+                            pm_batch_check_replay finds the entries changed. dev and ino: the
+                            source as the scan saw it, 0 0 for entries that are not sources */
     uint64_t skip_below; /* entries with seq below this are passed over unreported */
     uint64_t stop_after; /* 0: none; else the scan stops before this seq */
     /* Lanes: batches in several processes sharing one scan (pixmill's supervisor runs one
@@ -333,8 +336,17 @@ PM_EXTERN void pm_global_shutdown(void);
 
 typedef struct pm_batch pm_batch;
 
-/* Passes over the entry with this seq unreported (a supervisor's restart). Before run. */
-PM_EXTERN int pm_batch_skip(pm_batch *batch, uint64_t seq);
+/* Passes over the source that is this file (device and inode as the scan sees it), with a
+ * "K" journal line and no event: a supervisor's restart passing over a file that crashed an
+ * engine, whatever its place in the scan. Before run. */
+PM_EXTERN int pm_batch_skip_file(pm_batch *batch, uint64_t dev, uint64_t ino);
+/* A supervisor's restart replays the entries below seq `below`, which an earlier engine met:
+ * digest is pm_journal_mix over each (seq, dev, ino) of them, in order. When the scan's own
+ * entries below `below` differ (the tree changed between the engines, so seqs name other
+ * entries), the journal says "X". Before run. */
+PM_EXTERN int pm_batch_check_replay(pm_batch *batch, uint64_t below, uint64_t digest);
+/* The journal's running digest: digest followed by the entry (seq, dev, ino). Thread-safe. */
+PM_EXTERN uint64_t pm_journal_mix(uint64_t digest, uint64_t seq, uint64_t dev, uint64_t ino);
 
 /* Validates and copies opts. *out is written only on success. Not thread-safe per batch. */
 PM_EXTERN int pm_batch_create(pm_batch **out, const pm_options *opts);
