@@ -311,6 +311,64 @@ START_TEST(test_damaged_record_is_never_trusted)
 }
 END_TEST
 
+/* Every name a record holds is held to what pixmill writes before it is used: a record
+ * naming an output above the root, by an absolute path, through "." or "..", or among
+ * pixmill's own names, or a source outside its root, is not one of pixmill's (issue 18, 3). */
+START_TEST(test_record_names_held_to_templates)
+{
+    int root = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ck_assert_int_ge(root, 0);
+    pmt_mkdirs(tmp); /* records in tmp/r */
+    const char *head = "pixmill-state 1\nsize\t10\nmtime\t1\nhash\t"
+                       "0123456789abcdef0123456789abcdef\ndims\t20\t10\t1\t1\t0\t0\n";
+#define OUT_LINE                                                                                   \
+    "out\t0123456789abcdef\t3\t20\t10\t5\t1\t0123456789abcdef0123456789abcdef\t7\t20\t%s\n"
+    struct {
+        const char *source, *root, *name;
+        int ok;
+    } cases[] = {
+        {"/in/a.png", "/in", "a.webp", 1},
+        {"/in/sub/a.png", "/in", "sub/a.webp", 1},
+        {"/a.png", "/", "x/a.webp", 1},
+        {"/in/a.png", NULL, "a.webp", 1}, /* an older record: loads, never pruned */
+        {"/in/a.png", "/in", "../victim.txt", 0},
+        {"/in/a.png", "/in", "/tmp/victim.txt", 0},
+        {"/in/a.png", "/in", "sub/../../victim.txt", 0},
+        {"/in/a.png", "/in", "sub/./a.webp", 0},
+        {"/in/a.png", "/in", "sub//a.webp", 0},
+        {"/in/a.png", "/in", "sub/", 0},
+        {"/in/a.png", "/in", ".pixmill/state/x", 0},
+        {"/in/a.png", "/in", ".pixmill-0123456789abcdef.tmp", 0},
+        {"in/a.png", "in", "a.webp", 0},       /* a relative source */
+        {"/other/a.png", "/in", "a.webp", 0},  /* not below its root */
+        {"/inside/a.png", "/in", "a.webp", 0}, /* a prefix, not a folder */
+        {"/in/../etc/a.png", "/in", "a.webp", 0},
+    };
+    char *dir = pmt_path(tmp, "r");
+    pmt_mkdirs(dir);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        GString *text = g_string_new(head);
+        g_string_append_printf(text, "source\t%s\n", cases[i].source);
+        if (cases[i].root)
+            g_string_append_printf(text, "root\t%s\t1\n", cases[i].root);
+        g_string_append_printf(text, OUT_LINE, cases[i].name);
+        char *path = pmt_path(dir, "x.st");
+        ck_assert_int_eq(pmt_write_file(path, text->str, text->len), 0);
+        pm__state st;
+        int rc = pm__state_load(root, "r", "x.st", &st);
+        ck_assert_msg((rc == 0) == cases[i].ok, "record %zu (source %s, root %s, out %s): %s", i,
+                      cases[i].source, cases[i].root ? cases[i].root : "-", cases[i].name,
+                      rc == 0 ? "loaded" : "refused");
+        if (rc == 0)
+            pm__state_clear(&st);
+        g_string_free(text, TRUE);
+        free(path);
+    }
+    free(dir);
+    close(root);
+}
+END_TEST
+
 START_TEST(test_prune_only_ours)
 {
     char *a = image("a.png", 100, 80, 3);
@@ -865,6 +923,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_incremental);
     tcase_add_test(tc, test_output_damaged_or_replaced_is_rebuilt);
     tcase_add_test(tc, test_damaged_record_is_never_trusted);
+    tcase_add_test(tc, test_record_names_held_to_templates);
     tcase_add_test(tc, test_prune_only_ours);
     tcase_add_test(tc, test_sigkill_then_rerun);
     tcase_add_test(tc, test_manifest_matches_disk);

@@ -1132,7 +1132,9 @@ static void refuse_clashes(const pm__process_ctx *ctx, const pm__job *job, job_s
     /* its own folder as met: a walked file's is where it was opened; a named or listed path's
      * is the one the user's path names */
     const char *base = strrchr(job->source, '/');
-    char *shown = base ? g_strndup(job->source, (gsize)(base - job->source)) : g_strdup("");
+    char *shown = !base                 ? g_strdup("")
+                  : base == job->source ? g_strdup("/") /* "/x.jpg" */
+                                        : g_strndup(job->source, (gsize)(base - job->source));
     base = base ? base + 1 : job->source;
     const char *dot = strrchr(base, '.');
     if (dot && dot != base) {
