@@ -668,7 +668,19 @@ START_TEST(test_list_that_cannot_be_spooled_is_fatal)
     ck_assert_msg(rc == 3, "exit %d: %s", rc, e);
     ck_assert_msg(strstr(e, "cannot spool"), "%s", e);
     ck_assert_int_eq(pmt_count_files(out, ".png"), 0);
-    free(e), free(lpath);
+    free(e);
+    /* a list that opens but cannot be read (a folder): fatal in both modes, never an empty
+     * batch that exits 0 */
+    for (int isolate = 0; isolate < 2; isolate++) {
+        int rc2 = isolate
+                      ? pmt_pixmill_run(&e, "--files-from", in, "-o", out, NULL)
+                      : pmt_pixmill_run(&e, "--no-isolate", "--files-from", in, "-o", out, NULL);
+        ck_assert_msg(rc2 == 3 && strstr(e, "Is a directory"), "%s: exit %d: %s",
+                      isolate ? "supervised" : "--no-isolate", rc2, e);
+        free(e);
+    }
+    ck_assert_int_eq(pmt_count_files(out, ".png"), 0);
+    free(lpath);
     g_string_free(list, TRUE);
 }
 END_TEST
