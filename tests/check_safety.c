@@ -435,6 +435,103 @@ START_TEST(test_list_entries_never_share_an_output)
 }
 END_TEST
 
+/* The promise, on generated trees: whatever the stems, extensions (in any case), contents and
+ * folders of two inputs, every output name that one source alone maps to is made, and every
+ * name two or more sources map to is made by none, each of them failing by name. The oracle is
+ * a model of the names (stem + the output format's extension, in the source's folder below its
+ * input), not pixmill's code. $PMT_SEEDS runs more seeds; a failure prints its seed. */
+START_TEST(test_generated_trees_never_share_an_output)
+{
+    const char *more = getenv("PMT_SEEDS");
+    int seeds = more && atoi(more) > 0 ? atoi(more) : 12;
+    size_t png_len, jpg_len;
+    void *png = pmt_encode_image(".png", 24, 16, 3, &png_len);
+    void *jpg = pmt_encode_image(".jpg", 24, 16, 3, &jpg_len);
+    const char *stems[] = {"a", "b", "Ab"}, *exts[] = {"png", "jpg", "jpeg", "webp", "gif"};
+    for (int seed = 1; seed <= seeds; seed++) {
+        GRand *rng = g_rand_new_with_seed((guint32)seed);
+        char *root = g_strdup_printf("%s/gen-%d", tmp, seed);
+        char *dirs[2] = {g_strdup_printf("%s/A", root), g_strdup_printf("%s/B", root)};
+        char *o = g_strdup_printf("%s/out", root);
+        int same = g_rand_boolean(rng);
+        /* model: output name below the root -> the sources that map to it */
+        GHashTable *model = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                                  (GDestroyNotify)g_ptr_array_unref);
+        int n = g_rand_int_range(rng, 6, 13);
+        for (int i = 0; i < n; i++) {
+            int input = g_rand_int_range(rng, 0, 2), sub = g_rand_boolean(rng);
+            const char *stem = stems[g_rand_int_range(rng, 0, 3)];
+            char ext[8];
+            g_strlcpy(ext, exts[g_rand_int_range(rng, 0, 5)], sizeof(ext));
+            for (char *c = ext; *c; c++)
+                if (g_rand_boolean(rng))
+                    *c = g_ascii_toupper(*c);
+            int is_png = g_rand_boolean(rng);
+            char *rel = g_strdup_printf("%s%s.%s", sub ? "s/" : "", stem, ext);
+            char *path = pmt_path(dirs[input], rel);
+            if (access(path, F_OK) == 0) { /* that very name is taken */
+                free(path), g_free(rel);
+                continue;
+            }
+            char *folder = g_path_get_dirname(path);
+            pmt_mkdirs(folder);
+            g_free(folder);
+            ck_assert_int_eq(is_png ? pmt_write_file(path, png, png_len)
+                                    : pmt_write_file(path, jpg, jpg_len),
+                             0);
+            char *name = g_strdup_printf("%s%s.%s", sub ? "s/" : "", stem,
+                                         !same    ? "webp"
+                                         : is_png ? "png"
+                                                  : "jpg");
+            GPtrArray *who = g_hash_table_lookup(model, name);
+            if (!who) {
+                who = g_ptr_array_new_with_free_func(free);
+                g_hash_table_insert(model, g_strdup(name), who);
+            }
+            g_ptr_array_add(who, path);
+            g_free(name), g_free(rel);
+        }
+        char *e = NULL;
+        const char *jobs = g_rand_boolean(rng) ? "1" : "2";
+        int rc = pmt_pixmill_run(&e, "-j", jobs, "-f", same ? "same" : "webp", "-o", o, dirs[0],
+                                 dirs[1], NULL);
+        int clashes = 0;
+        GHashTableIter it;
+        gpointer k, v;
+        g_hash_table_iter_init(&it, model);
+        while (g_hash_table_iter_next(&it, &k, &v)) {
+            GPtrArray *who = v;
+            char *made = pmt_path(o, k);
+            struct stat st;
+            int there = stat(made, &st) == 0 && st.st_size > 0;
+            if (who->len == 1) {
+                ck_assert_msg(there, "seed %d: %s from %s alone was not made: %s", seed, (char *)k,
+                              (char *)g_ptr_array_index(who, 0), e);
+            } else {
+                clashes++;
+                ck_assert_msg(!there, "seed %d: %s made though %u sources map to it: %s", seed,
+                              (char *)k, who->len, e);
+                for (guint i = 0; i < who->len; i++) {
+                    char *said = g_strdup_printf("%s: output name is not usable",
+                                                 (char *)g_ptr_array_index(who, i));
+                    ck_assert_msg(strstr(e, said), "seed %d: no failure for %s (%u map to %s): %s",
+                                  seed, (char *)g_ptr_array_index(who, i), who->len, (char *)k, e);
+                    g_free(said);
+                }
+            }
+            free(made);
+        }
+        ck_assert_msg(rc == (clashes ? 1 : 0), "seed %d: exit %d with %d clashes: %s", seed, rc,
+                      clashes, e);
+        free(e);
+        g_hash_table_destroy(model);
+        g_free(dirs[0]), g_free(dirs[1]), g_free(o), g_free(root);
+        g_rand_free(rng);
+    }
+    g_free(png), g_free(jpg);
+}
+END_TEST
+
 START_TEST(test_named_file_and_its_folder_made_once)
 {
     char *a = image(in, "a.png", 40, 30);
@@ -827,6 +924,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_prune_stays_below_the_root);
     tcase_add_test(tc, test_mixed_case_siblings_refused);
     tcase_add_test(tc, test_list_entries_never_share_an_output);
+    tcase_add_test(tc, test_generated_trees_never_share_an_output);
     tcase_add_test(tc, test_named_file_and_its_folder_made_once);
     tcase_add_test(tc, test_folder_swapped_for_a_link_is_not_read_through);
     tcase_add_test(tc, test_restart_after_a_crash_knows_files_by_identity);

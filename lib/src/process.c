@@ -989,22 +989,6 @@ static void plan_outputs(const pm__process_ctx *ctx, const pm__job *job, job_sta
     g_free(dir);
 }
 
-/* What 'same' would be for a file, judged by its extension (a sibling's header is not read). */
-static pm_format format_by_extension(const char *ext)
-{
-    static const struct {
-        const char *ext;
-        pm_format format;
-    } map[] = {{"jpg", PM_FORMAT_JPEG},  {"jpeg", PM_FORMAT_JPEG}, {"jpe", PM_FORMAT_JPEG},
-               {"jfif", PM_FORMAT_JPEG}, {"webp", PM_FORMAT_WEBP}, {"gif", PM_FORMAT_GIF},
-               {"tif", PM_FORMAT_TIFF},  {"tiff", PM_FORMAT_TIFF}, {"heic", PM_FORMAT_HEIF},
-               {"heif", PM_FORMAT_HEIF}, {"avif", PM_FORMAT_AVIF}};
-    for (size_t i = 0; i < G_N_ELEMENTS(map); i++)
-        if (g_ascii_strcasecmp(ext, map[i].ext) == 0)
-            return map[i].format;
-    return PM_FORMAT_PNG;
-}
-
 /* Is name in dfd a regular file other than ours? (Links are not followed: a walk skips
  * them.) */
 static int other_file(int dfd, const char *name, const struct stat *ours)
@@ -1018,7 +1002,7 @@ static int other_file(int dfd, const char *name, const struct stat *ours)
  * image format, a blocked loader) or that cannot be opened never writes, so it does not clash:
  * a photo.tif master beside photo.jpg, with TIFF blocked, leaves photo.jpg alone. Read only
  * when such a file exists (rare): its first bytes, sniffed as its own job will. */
-static int may_write_fd(int fd)
+static int may_write_fd(int fd, pm_format *same)
 {
     VipsSource *src = vips_source_new_from_descriptor(fd); /* dups the descriptor */
     close(fd);
@@ -1030,37 +1014,49 @@ static int may_write_fd(int fd)
     int may = loader && !loader_is_blocked(loader, &nickname);
     if (!loader)
         vips_error_clear();
+    if (may) {
+        /* its header, as its own job reads it: one that cannot be read never writes; one
+         * that can tells what 'same' is for it (the content decides, not the extension: a
+         * PNG named x.jpg beside x.png makes x.png too) */
+        VipsImage *h = vips_image_new_from_source(src, "", "access", VIPS_ACCESS_SEQUENTIAL, NULL);
+        if (h)
+            *same = format_for_loader(nickname, h);
+        else
+            vips_error_clear();
+        may = h != NULL;
+        VIPS_UNREF(h);
+    }
     g_object_unref(src);
     return may;
 }
 
-static int may_write_open(int fd)
+/* fd: the file, opened (or -1 with errno). Unreadable files never write; others may. */
+static int may_write_open(int fd, pm_format *same)
 {
+    *same = PM_FORMAT_PNG;
     if (fd < 0)
         return errno != EACCES && errno != ENOENT && errno != ELOOP;
-    return may_write_fd(fd);
+    return may_write_fd(fd, same);
 }
 
-static int may_write_at(int dfd, const char *name)
+static int may_write_at(int dfd, const char *name, pm_format *same)
 {
     return may_write_open(
-        openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+        openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC), same);
 }
 
-static int may_write(const char *path)
+/* A named file: followed if it is a link, as its own job is. */
+static int may_write(const char *path, pm_format *same)
 {
-    return may_write_open(open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+    return may_write_open(open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC), same);
 }
 
 /* Another source, `other`, whose outputs land in the same folder under the same stem: the
  * outputs of ours whose names its outputs would take too fail, here and (symmetrically) in
  * its own job, so neither overwrites the other whatever the order. */
 static void refuse_names_shared_with(const pm__process_ctx *ctx, job_state *s, const char *out_rel,
-                                     const char *other)
+                                     const char *other, pm_format other_same)
 {
-    const char *ext = strrchr(other, '.');
-    ext = ext ? ext + 1 : "";
-    char *lower = g_ascii_strdown(ext, -1);
     const char *dir_end = strrchr(out_rel, '/');
     char *dir = dir_end ? g_strndup(out_rel, (gsize)(dir_end - out_rel)) : g_strdup("");
     const char *stem = dir_end ? dir_end + 1 : out_rel;
@@ -1072,7 +1068,7 @@ static void refuse_names_shared_with(const pm__process_ctx *ctx, job_state *s, c
         pm_format sf = v->format;
         for (int j = 0; j < pv->n_formats; j++)
             if (pv->formats[j] == PM_FORMAT_SAME && s->same == v->format)
-                sf = format_by_extension(lower);
+                sf = other_same;
         char hash[16] = "other";
         pm__name_vars vars = {stem,       pm_format_extension(sf), pv->name, dir, hash, v->g.width,
                               v->g.height};
@@ -1085,7 +1081,6 @@ static void refuse_names_shared_with(const pm__process_ctx *ctx, job_state *s, c
         g_free(theirs);
     }
     g_free(dir);
-    g_free(lower);
 }
 
 /* The image files in folder dfd (shown as shown_dir) with stem, other than ours (self: its
@@ -1099,11 +1094,12 @@ static void refuse_clashes_in(const pm__process_ctx *ctx, job_state *s, const ch
     GPtrArray *names = pm__siblings(s->w, dfd, stem, self);
     for (guint i = 0; names && i < names->len; i++) {
         const char *name = g_ptr_array_index(names, i);
-        if (!other_file(dfd, name, ours) || !may_write_at(dfd, name))
+        pm_format same;
+        if (!other_file(dfd, name, ours) || !may_write_at(dfd, name, &same))
             continue;
         size_t n = strlen(shown_dir);
         char *shown = g_strconcat(shown_dir, n && shown_dir[n - 1] != '/' ? "/" : "", name, NULL);
-        refuse_names_shared_with(ctx, s, out_rel, shown);
+        refuse_names_shared_with(ctx, s, out_rel, shown, same);
         g_free(shown);
     }
     if (names)
@@ -1172,9 +1168,10 @@ static void refuse_clashes(const pm__process_ctx *ctx, const pm__job *job, job_s
     for (guint i = 0; named && i < named->len; i++) {
         const pm__place *p = g_ptr_array_index(named, i);
         struct stat st;
+        pm_format same;
         if (p->input != job->input && stat(p->path, &st) == 0 && S_ISREG(st.st_mode) &&
-            !(st.st_dev == ours->st_dev && st.st_ino == ours->st_ino) && may_write(p->path))
-            refuse_names_shared_with(ctx, s, job->out_rel, p->path);
+            !(st.st_dev == ours->st_dev && st.st_ino == ours->st_ino) && may_write(p->path, &same))
+            refuse_names_shared_with(ctx, s, job->out_rel, p->path, same);
     }
     g_free(dir_rel);
 }
