@@ -158,21 +158,33 @@ int pm__open_parent(int rootfd, const char *rel, const char **base)
     return fd;
 }
 
-char *pm__fd_path(int fd)
+/* Does the absolute path lead, without a link, to the very file fd is? */
+static int leads_to(const char *path, int fd)
 {
+    struct stat want, got;
+    int check = pm__open_physical(path, O_PATH);
+    int same = check >= 0 && fstat(check, &got) == 0 && fstat(fd, &want) == 0 &&
+               got.st_dev == want.st_dev && got.st_ino == want.st_ino;
+    if (check >= 0)
+        close(check);
+    return same;
+}
+
+char *pm__fd_path(int fd, const char *opened_as)
+{
+    /* A name the kernel or realpath gives is only a claim (the folder may have moved or gone
+     * since): it must lead, without a link, to the very same file. */
     char link[64], buf[PATH_MAX + 1];
     snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
     ssize_t n = readlink(link, buf, sizeof(buf) - 1);
-    struct stat want, got;
-    if (n <= 0 || n >= (ssize_t)sizeof(buf) - 1 || buf[0] != '/' || fstat(fd, &want) != 0)
-        return NULL;
-    buf[n] = '\0';
-    /* A name the kernel gave is only a claim (the folder may have moved or gone since):
-     * it must lead, without a link, to the very same file. */
-    int check = pm__open_physical(buf, O_PATH);
-    int same = check >= 0 && fstat(check, &got) == 0 && got.st_dev == want.st_dev &&
-               got.st_ino == want.st_ino;
-    if (check >= 0)
-        close(check);
-    return same ? g_strdup(buf) : NULL;
+    if (n > 0 && n < (ssize_t)sizeof(buf) - 1 && buf[0] == '/') {
+        buf[n] = '\0';
+        if (leads_to(buf, fd))
+            return g_strdup(buf);
+    }
+    /* no /proc: what realpath makes of the path it was opened by */
+    char *real = opened_as ? realpath(opened_as, NULL) : NULL;
+    char *phys = real && leads_to(real, fd) ? g_strdup(real) : NULL;
+    free(real);
+    return phys;
 }

@@ -107,9 +107,10 @@ int pm__open_physical(const char *path, int flags);
 /* The folder holding rel below rootfd, as pm__open_beneath (never created); *base points at
  * rel's last component. */
 int pm__open_parent(int rootfd, const char *rel, const char **base);
-/* The physical path of an open file or folder (g_free), checked to lead back to it without a
- * link; NULL when there is none (moved, deleted, no /proc). */
-char *pm__fd_path(int fd);
+/* The physical path of an open file or folder (g_free): the kernel's name for it, or where
+ * /proc is missing realpath of opened_as (the path it was opened by; may be NULL), checked to
+ * lead back to it without a link; NULL when neither does (moved, deleted). */
+char *pm__fd_path(int fd, const char *opened_as);
 
 /* ---- publish.c: atomic outputs ---- */
 typedef struct pm__temp {

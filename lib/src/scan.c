@@ -314,31 +314,12 @@ out:
     return stop;
 }
 
-/* The physical path of what fd is (opened from path): from the kernel, or where /proc is
- * missing from realpath, checked to be the same file. NULL when neither holds. */
-static char *physical_path(int fd, const char *path)
-{
-    char *phys = pm__fd_path(fd);
-    if (phys)
-        return phys;
-    char *real = realpath(path, NULL);
-    struct stat a, b;
-    int check = real ? pm__open_physical(real, O_PATH) : -1;
-    int same = check >= 0 && fstat(check, &a) == 0 && fstat(fd, &b) == 0 && a.st_dev == b.st_dev &&
-               a.st_ino == b.st_ino;
-    if (check >= 0)
-        close(check);
-    phys = same ? g_strdup(real) : NULL;
-    free(real);
-    return phys;
-}
-
 /* A named or listed file: followed once here if it is a link (as find -H), then known by its
  * physical place, so that the worker opens exactly it. */
 static int scan_file(const char *path, int fd, const struct stat *st, const char *rel_prefix,
                      int place, const pm__scan_sink *sink)
 {
-    char *phys = physical_path(fd, path);
+    char *phys = pm__fd_path(fd, path);
     char *slash = phys ? strrchr(phys, '/') : NULL;
     if (!slash || !slash[1]) {
         emit_event(sink, PM_EVENT_SCAN_ERROR, path, PM_ERR_SCAN, phys ? EINVAL : ESTALE);
@@ -402,7 +383,7 @@ static int scan_one(const pm__scan_config *cfg, const char *path, const char *re
     int stop = 0;
     if (S_ISDIR(st.st_mode)) {
         int dfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        char *phys = dfd >= 0 ? physical_path(dfd, path) : NULL;
+        char *phys = dfd >= 0 ? pm__fd_path(dfd, path) : NULL;
         if (dfd < 0 || !phys || fstat(dfd, &st) != 0) { /* the folder we opened */
             emit_event(sink, PM_EVENT_SCAN_ERROR, path, PM_ERR_SCAN,
                        dfd < 0 || phys ? errno : ESTALE);
