@@ -92,7 +92,7 @@ static const char usage_text[] =
     "                          reading them (default: no limit)\n"
     "      --decode-budget=N   bytes (k, M, G) that decodes holding a whole image (progressive\n"
     "                          JPEG, interlaced PNG, HEIC/AVIF) may take at once, estimated\n"
-    "                          from headers; a larger one runs alone (default 256M; 0: none)\n"
+    "                          from headers; a larger one is refused (default 256M; 0: none)\n"
     "      --max-pages=N       refuse sources with more than N frames or pages, from the\n"
     "                          header (default 10000; 0: no limit)\n"
     "      --fail-on=LEVEL     none, truncated, error (default) or warning: how strict the\n"
@@ -235,7 +235,7 @@ void cli_print_event(const cli_view *c, const pm_event *ev, const char *json_lin
         for (int i = 0; human_out && i < ev->n_outputs; i++) {
             fputs(c->dry_run ? "would remove: " : "removed: ", stdout);
             cli_print_escaped(stdout, ev->outputs[i].path);
-            fputs(" (source gone: ", stdout);
+            fprintf(stdout, " (%s: ", ev->message ? ev->message : "source gone");
             cli_print_escaped(stdout, ev->source);
             fputs(")\n", stdout);
         }
@@ -698,6 +698,9 @@ int main(int argc, char **argv)
         case 'o':
             if (!*optarg)
                 return usage_error("empty output folder");
+            if (opts.output_dir)
+                return usage_error("-o given twice ('%s' and '%s'): one output folder a run",
+                                   opts.output_dir, optarg);
             opts.output_dir = optarg;
             break;
         case 's':

@@ -371,10 +371,23 @@ START_TEST(test_bad_options_exit_2_touch_nothing)
 {
     image("a.jpg", 100, 100, 3);
     const char *bad[][4] = {
-        {"--size", "0"},    {"-s", "-1"},         {"-s", "1e12"},   {"-s", ""},
-        {"-Q", "1000"},     {"-Q", "0"},          {"-f", "bmp"},    {"-f", ""},
-        {"-j", "0"},        {"-j", "x"},          {"--queue", "0"}, {"--max-pixels", "-5"},
-        {"--fail-on", "x"}, {"--no-such-option"}, {"-o", ""},       {"--files-from", ""},
+        {"--size", "0"},
+        {"-s", "-1"},
+        {"-s", "1e12"},
+        {"-s", ""},
+        {"-Q", "1000"},
+        {"-Q", "0"},
+        {"-f", "bmp"},
+        {"-f", ""},
+        {"-j", "0"},
+        {"-j", "x"},
+        {"--queue", "0"},
+        {"--max-pixels", "-5"},
+        {"--fail-on", "x"},
+        {"--no-such-option"},
+        {"-o", ""},
+        {"--files-from", ""},
+        {"-o", "elsewhere-out"}, /* -o twice: a usage error, not the last one silently */
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char *err;
@@ -385,7 +398,8 @@ START_TEST(test_bad_options_exit_2_touch_nothing)
             rc = pmt_pixmill_run(&err, bad[i][0], "-o", out, in, NULL);
         ck_assert_msg(rc == 2, "%s %s: exit %d", bad[i][0], bad[i][1] ? bad[i][1] : "", rc);
         ck_assert_msg(strstr(err, "pixmill: "), "no message for %s", bad[i][0]);
-        ck_assert_msg(access(out, F_OK) != 0, "%s created the output folder", bad[i][0]);
+        ck_assert_msg(access(out, F_OK) != 0 && access("elsewhere-out", F_OK) != 0,
+                      "%s created the output folder", bad[i][0]);
         free(err);
     }
     char *err;
@@ -399,6 +413,27 @@ START_TEST(test_bad_options_exit_2_touch_nothing)
     free(err);
     ck_assert_int_eq(pmt_pixmill_run(&err, "--version", NULL), 0);
     free(err);
+}
+END_TEST
+
+/* A named input that does not exist is reported by name; when none exists nothing is made,
+ * not even the output folder (it was: out/ and out/.pixmill/). */
+START_TEST(test_missing_inputs_make_nothing)
+{
+    char *gone = pmt_path(in, "nonexist"), *gone2 = pmt_path(in, "no/such.jpg");
+    char *err;
+    int rc = pmt_pixmill_run(&err, "-o", out, gone, gone2, NULL);
+    ck_assert_msg(rc == 1 && strstr(err, gone) && strstr(err, gone2) &&
+                      strstr(err, "No such file or directory"),
+                  "exit %d: %s", rc, err);
+    ck_assert_msg(access(out, F_OK) != 0, "created %s: %s", out, err);
+    free(err);
+    image("a.jpg", 100, 100, 3);
+    char *a = pmt_path(in, "a.jpg");
+    rc = pmt_pixmill_run(&err, "-o", out, gone, a, NULL);
+    ck_assert_msg(rc == 1 && strstr(err, gone) && pmt_count_files(out, "a.jpg") == 1,
+                  "exit %d: %s", rc, err);
+    free(err), free(a), free(gone), free(gone2);
 }
 END_TEST
 
@@ -481,6 +516,7 @@ int main(void)
     tcase_add_test(tc, test_files_from_nul);
     tcase_add_test(tc, test_bad_options_exit_2_touch_nothing);
     tcase_add_test(tc, test_output_not_usable_exit_3);
+    tcase_add_test(tc, test_missing_inputs_make_nothing);
     tcase_add_loop_test(tc, test_signal_exit_code_no_temps, 0, 2);
     suite_add_tcase(s, tc);
     return pmt_run_suite(s);

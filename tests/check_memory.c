@@ -6,6 +6,10 @@
 #include "support.h"
 
 #include <check.h>
+#include <dirent.h>
+#include <sys/resource.h>
+#include <vips/vips.h>
+#include <zlib.h>
 #include <fcntl.h>
 #include <glib.h>
 #include <stdio.h>
@@ -257,6 +261,218 @@ START_TEST(test_low_memory)
 }
 END_TEST
 
+/* ---- tiny files that declare huge lengths (issue 19.3) ---- */
+
+static void put32be(GByteArray *b, guint32 v)
+{
+    guint8 x[4] = {(guint8)(v >> 24), (guint8)(v >> 16), (guint8)(v >> 8), (guint8)v};
+    g_byte_array_append(b, x, 4);
+}
+
+static void put32le(GByteArray *b, guint32 v)
+{
+    guint8 x[4] = {(guint8)v, (guint8)(v >> 8), (guint8)(v >> 16), (guint8)(v >> 24)};
+    g_byte_array_append(b, x, 4);
+}
+
+static void put(GByteArray *b, const char *s, size_t n)
+{
+    g_byte_array_append(b, (const guint8 *)s, (guint)n);
+}
+
+/* A PNG signature and a valid 16x16 RGB IHDR, then a chunk of this type that declares
+ * 0x3FFFFFFF bytes and holds five. */
+static GByteArray *png_declaring(const char *type)
+{
+    GByteArray *b = g_byte_array_new();
+    put(b, "\x89PNG\r\n\x1a\n", 8);
+    const char ihdr[] = "IHDR\0\0\0\x10\0\0\0\x10\x08\x02\0\0\0";
+    put32be(b, 13);
+    put(b, ihdr, 17);
+    put32be(b, (guint32)crc32(0, (const Bytef *)ihdr, 17));
+    put32be(b, 0x3FFFFFFF);
+    put(b, type, 4);
+    put(b, "k\0\0x\x9c", 5);
+    return b;
+}
+
+static void write_bytes(const char *dir, const char *name, GByteArray *b)
+{
+    char *p = pmt_path(dir, name);
+    ck_assert_int_eq(pmt_write_file(p, b->data, b->len), 0);
+    free(p);
+    g_byte_array_free(b, TRUE);
+}
+
+/* Every kind: PNG chunks (the five the issue found and others), a RIFF and a WebP chunk, an
+ * ISOBMFF box with a 32-bit and a 64-bit size, and one inside meta. */
+static int make_hostile(const char *dir)
+{
+    const char *png_types[] = {"zTXt", "iTXt", "tEXt", "pCAL", "sPLT",
+                               "iCCP", "eXIf", "IDAT", "PLTE", "abCd"};
+    int n = 0;
+    for (size_t i = 0; i < G_N_ELEMENTS(png_types); i++) {
+        char name[32];
+        g_snprintf(name, sizeof(name), "png-%s.png", png_types[i]);
+        write_bytes(dir, name, png_declaring(png_types[i]));
+        n++;
+    }
+    GByteArray *b = g_byte_array_new();
+    put(b, "RIFF", 4), put32le(b, 0x7FFFFFF0), put(b, "WEBPVP8X", 8), put32le(b, 10);
+    put(b, "\0\0\0\0\0\0\0\0\0\0", 10);
+    write_bytes(dir, "riff.webp", b);
+    b = g_byte_array_new();
+    put(b, "RIFF", 4), put32le(b, 30), put(b, "WEBPVP8 ", 8), put32le(b, 0x3FFFFFF0);
+    put(b, "\0\0\0\0\0\0\0\0\0\0", 10);
+    write_bytes(dir, "webp-chunk.webp", b);
+    const char ftyp[] = "ftypheic\0\0\0\0mif1heic";
+    b = g_byte_array_new();
+    put32be(b, 24), put(b, ftyp, 20), put32be(b, 0x3FFFFFF0), put(b, "meta", 4);
+    put(b, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 16);
+    write_bytes(dir, "box.heic", b);
+    b = g_byte_array_new();
+    put32be(b, 24), put(b, "ftypavif\0\0\0\0mif1avif", 20), put32be(b, 1), put(b, "meta", 4);
+    put32be(b, 1 << 8), put32be(b, 0), put(b, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 16);
+    write_bytes(dir, "box64.avif", b);
+    b = g_byte_array_new(); /* meta of 40 bytes holding an iinf that claims 1 GB */
+    put32be(b, 24), put(b, ftyp, 20), put32be(b, 40), put(b, "meta", 4), put32be(b, 0);
+    put32be(b, 0x3FFFFFF0), put(b, "iinf", 4), put(b, "\0\0\0\0\0\x01", 6);
+    put(b, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 18);
+    write_bytes(dir, "inner-box.heic", b);
+    return n + 5;
+}
+
+/* Files whose headers claim images that a decoder holds whole, with few bytes: a progressive
+ * JPEG of 64x64 whose SOF says 16000x16000 (468 bytes: libjpeg allocates every coefficient
+ * from the SOF, 534 MB), and a GIF of 8000x8000 in one colour (libvips' GIF loader holds
+ * 4.5 bytes a pixel). Named claim-*. */
+static int make_claims(const char *dir)
+{
+    char *p = pmt_make_image(dir, "claim-prog.jpg[interlace]", 64, 64, 3);
+    ck_assert_ptr_nonnull(p);
+    size_t len;
+    unsigned char *d = (unsigned char *)pmt_read_file(p, &len);
+    int patched = 0;
+    for (size_t i = 2; i + 9 < len && !patched;) {
+        ck_assert_int_eq(d[i], 0xFF);
+        if (d[i + 1] == 0xC2) {
+            d[i + 5] = d[i + 7] = 16000 >> 8;
+            d[i + 6] = d[i + 8] = 16000 & 0xFF;
+            patched = 1;
+        }
+        i += 2 + ((size_t)d[i + 2] << 8 | d[i + 3]);
+    }
+    ck_assert(patched);
+    ck_assert_int_eq(pmt_write_file(p, d, len), 0);
+    free(d), free(p);
+    VipsImage *flat;
+    ck_assert_int_eq(vips_black(&flat, 8000, 8000, NULL), 0);
+    char *gif = pmt_path(dir, "claim-flat.gif");
+    ck_assert_int_eq(vips_gifsave(flat, gif, NULL), 0);
+    g_object_unref(flat);
+    free(gif);
+    return 2;
+}
+
+/* Each alone: refused as truncated (or, the claims, as over the decode budget), naming the
+ * file, with the engine's peak (wait4: the largest process of the tree) within --decode-budget
+ * 16M + 64 MB. Before the checks, five of the PNGs took it to 1.06 GB, the JPEG to 534 MB. */
+START_TEST(test_tiny_files_declaring_huge_lengths)
+{
+    char *dir = pmt_path(tmp, "hostile");
+    pmt_mkdirs(dir);
+    int n = make_hostile(dir) + make_claims(dir);
+    DIR *d = opendir(dir);
+    ck_assert_ptr_nonnull(d);
+    struct dirent *e;
+    int seen = 0;
+    long worst = 0;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char *src = pmt_path(dir, e->d_name), *out = pmt_path(tmp, "out-hostile");
+        const char *argv[] = {pmt_pixmill(), "-q", "--decode-budget", "16M", "-s", "64", "-o", out,
+                              src,           NULL};
+        struct rusage ru;
+        char *err = NULL;
+        int rc = pmt_run((char *const *)argv, NULL, &err, &ru);
+        ck_assert_msg(rc == 1, "%s: exit %d: %s", e->d_name, rc, err);
+        const char *why = g_str_has_prefix(e->d_name, "claim-")
+                              ? "over a configured limit (decoding it would hold about"
+                              : "truncated: ";
+        ck_assert_msg(err && strstr(err, src) && strstr(err, why), "%s: not refused (%s): %s",
+                      e->d_name, why, err);
+        ck_assert_msg(ru.ru_maxrss < (16 + 64) * 1024, "%s: peak %ld KiB", e->d_name, ru.ru_maxrss);
+        worst = MAX(worst, ru.ru_maxrss);
+        seen++;
+        free(err), free(src), free(out);
+    }
+    closedir(d);
+    ck_assert_int_eq(seen, n);
+    fprintf(stderr, "%d files declaring huge lengths or images: worst engine peak %ld KiB\n", seen,
+            worst);
+    free(dir);
+}
+END_TEST
+
+/* A hostile folder: those files, the decode fuzzer's corpus and damaged copies of it
+ * (truncated at every eighth, bytes flipped), at -j 2, supervised: the RSS of the whole
+ * process tree, summed (tests/bench/treepeak.c, $PMT_TREEPEAK), stays under 300 MB. */
+START_TEST(test_hostile_folder_tree_peak)
+{
+    const char *treepeak = getenv("PMT_TREEPEAK"), *corpus = getenv("PMT_DECODE_CORPUS");
+    ck_assert_msg(treepeak && corpus, "PMT_TREEPEAK and PMT_DECODE_CORPUS are set by ctest");
+    char *dir = pmt_path(tmp, "hostile");
+    pmt_mkdirs(dir);
+    make_hostile(dir);
+    make_claims(dir);
+    GDir *cd = g_dir_open(corpus, 0, NULL);
+    ck_assert_ptr_nonnull(cd);
+    const char *name;
+    GRand *r = g_rand_new_with_seed(19);
+    while ((name = g_dir_read_name(cd)) != NULL) {
+        char *p = pmt_path(corpus, name);
+        size_t len;
+        char *data = pmt_read_file(p, &len);
+        ck_assert_ptr_nonnull(data);
+        for (int k = 0; k < 8; k++) {
+            char out_name[300];
+            g_snprintf(out_name, sizeof(out_name), "cut%d-%s", k, name);
+            char *q = pmt_path(dir, out_name);
+            ck_assert_int_eq(pmt_write_file(q, data, len * (size_t)k / 8), 0);
+            free(q);
+            g_snprintf(out_name, sizeof(out_name), "flip%d-%s", k, name);
+            q = pmt_path(dir, out_name);
+            for (int f = 0; f < 4 && len; f++)
+                data[g_rand_int_range(r, 0, (gint32)len)] ^=
+                    (char)(1 + g_rand_int_range(r, 0, 255));
+            ck_assert_int_eq(pmt_write_file(q, data, len), 0);
+            free(q);
+        }
+        free(data), free(p);
+    }
+    g_dir_close(cd);
+    g_rand_free(r);
+    char *res = pmt_path(tmp, "treepeak.txt"), *out = pmt_path(tmp, "out-folder");
+    const char *argv[] = {treepeak, res,  pmt_pixmill(), "-q", "-j", "2", "-s",
+                          "64",     "-f", "webp",        "-o", out,  dir, NULL};
+    char *err = NULL;
+    int rc = pmt_run((char *const *)argv, NULL, &err, NULL);
+    ck_assert_msg(rc == 1, "exit %d (1: some files failed): %.300s", rc, err);
+    size_t len;
+    char *text = pmt_read_file(res, &len);
+    double wall, cpu;
+    long kib;
+    int status;
+    ck_assert_msg(text && sscanf(text, "%lf %lf %ld %d", &wall, &cpu, &kib, &status) == 4,
+                  "treepeak wrote %s", text);
+    ck_assert_msg(status == 1, "pixmill exit %d on the hostile folder", status);
+    fprintf(stderr, "hostile folder at -j 2: tree peak %ld KiB, %.2f s\n", kib, wall);
+    ck_assert_msg(kib < 300 * 1024, "hostile folder: tree peak %ld KiB", kib);
+    free(text), free(res), free(out), free(err), free(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("memory");
@@ -269,6 +485,8 @@ int main(void)
     tcase_add_test(tc, test_heap_kept_between_files);
     tcase_add_test(tc, test_low_memory);
     tcase_add_test(tc, test_dc_decode_holds_no_coefficients);
+    tcase_add_test(tc, test_tiny_files_declaring_huge_lengths);
+    tcase_add_test(tc, test_hostile_folder_tree_peak);
     suite_add_tcase(s, tc);
     return pmt_run_suite(s);
 }

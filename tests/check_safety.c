@@ -284,17 +284,17 @@ static void edit_record(const char *name, char *(*fn)(const char *line, void *ud
 }
 
 /* An out line naming another file, with that file's size, mtime and inode. */
-static char *out_line_for(const char *line, const char *name, const char *file)
+static char *out_line_for(const char *line, const char *name, const char *file, int left)
 {
     struct stat st;
     ck_assert_int_eq(lstat(file, &st), 0);
     gchar **f = g_strsplit(line, "\t", -1);
-    ck_assert_int_eq(g_strv_length(f), 11);
+    ck_assert_int_eq(g_strv_length(f), 12);
     char *esc = g_strescape(name, NULL);
-    char *s = g_strdup_printf("out\t%s\t%s\t%s\t%s\t%lld\t%lld\t%s\t%llu\t%s\t%s", f[1], f[2], f[3],
-                              f[4], (long long)st.st_size,
-                              (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec,
-                              f[7], (unsigned long long)st.st_ino, f[9], esc);
+    char *s = g_strdup_printf(
+        "out\t%s\t%s\t%s\t%s\t%lld\t%lld\t%s\t%llu\t%s\t%s\t%s", f[1], f[2], f[3], f[4],
+        (long long)st.st_size, (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec,
+        f[7], (unsigned long long)st.st_ino, f[9], esc, left ? "left" : f[11]);
     g_free(esc);
     g_strfreev(f);
     return s;
@@ -302,33 +302,36 @@ static char *out_line_for(const char *line, const char *name, const char *file)
 
 typedef struct victim {
     const char *name, *file;
+    int left; /* the entry marked left over (pruned with its source still there) */
 } victim;
 
 static char *point_at_victim(const char *line, void *ud)
 {
     const victim *v = ud;
-    return out_line_for(line, v->name, v->file);
+    return out_line_for(line, v->name, v->file, v->left);
 }
 
 START_TEST(test_prune_stays_below_the_root)
 {
     char *victim_file = pmt_path(tmp, "victim.txt");
     ck_assert_int_eq(pmt_write_file(victim_file, "precious", 8), 0);
-    /* a record naming a file above the root, then one by an absolute path */
+    /* a record naming a file above the root, then one by an absolute path; the source gone,
+     * then (i >= 3) the source there and the entry marked left over */
     const char *names[] = {"../victim.txt", victim_file, "sub/../../victim.txt"};
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 6; i++) {
         char *a = image(in, "a.png", 40, 30);
         char *e = NULL;
         ck_assert_int_eq(pmt_pixmill_run(&e, "-o", out, in, NULL), 0);
         free(e);
-        victim v = {names[i], victim_file};
+        victim v = {names[i % 3], victim_file, i >= 3};
         edit_record("a.png", point_at_victim, &v);
-        ck_assert_int_eq(unlink(a), 0);
+        if (i < 3)
+            ck_assert_int_eq(unlink(a), 0);
         char *o = NULL;
         int rc = pmt_pixmill_run_out(&o, &e, "--prune", "-o", out, in, NULL);
         ck_assert_msg(rc == 0, "exit %d: %s", rc, e);
         ck_assert_msg(access(victim_file, F_OK) == 0, "prune removed %s (record said %s): %s",
-                      victim_file, names[i], o);
+                      victim_file, names[i % 3], o);
         free(o), free(e), free(a);
     }
     /* a record naming sub/a.png where out/sub is a link to a folder outside, holding the very
@@ -342,7 +345,7 @@ START_TEST(test_prune_stays_below_the_root)
     char *moved = pmt_path(elsewhere, "a.png"), *sub = pmt_path(out, "sub");
     ck_assert_int_eq(rename(made, moved), 0);
     ck_assert_int_eq(symlink(elsewhere, sub), 0);
-    victim v = {"sub/a.png", moved};
+    victim v = {"sub/a.png", moved, 0};
     edit_record("a.png", point_at_victim, &v);
     ck_assert_int_eq(unlink(a), 0);
     char *o = NULL;
@@ -355,6 +358,29 @@ START_TEST(test_prune_stays_below_the_root)
 END_TEST
 
 /* ---- 4 and 5. no two sources share an output name ---- */
+
+/* Only the sources of this run can clash (issue 19): a named a/x.jpg converts to PNG though
+ * a/x.webp and a/x.PNG lie beside it; named both, they fail naming each other; the folder
+ * walked, they fail too. */
+START_TEST(test_sibling_not_named_is_no_clash)
+{
+    char *x = image(in, "a/x.jpg", 40, 30), *w = image(in, "a/x.webp", 40, 30);
+    char *p = image(in, "a/x.PNG", 40, 30);
+    char *e = NULL;
+    int rc = pmt_pixmill_run(&e, "-f", "png", "-o", out, x, NULL);
+    ck_assert_msg(rc == 0 && exists(out, "x.png"), "exit %d: %s", rc, e);
+    free(e);
+    char *o2 = pmt_path(tmp, "out2");
+    rc = pmt_pixmill_run(&e, "-f", "png", "-o", o2, x, w, NULL);
+    ck_assert_msg(rc == 1 && strstr(e, "would write x.png too") && !exists(o2, "x.png"),
+                  "exit %d: %s", rc, e);
+    free(e);
+    char *o3 = pmt_path(tmp, "out3"), *a = pmt_path(in, "a");
+    rc = pmt_pixmill_run(&e, "-f", "png", "-o", o3, a, NULL);
+    ck_assert_msg(rc == 1 && strstr(e, "would write x.png too"), "exit %d: %s", rc, e);
+    free(e), free(x), free(w), free(p), free(o2), free(o3), free(a);
+}
+END_TEST
 
 START_TEST(test_mixed_case_siblings_refused)
 {
@@ -923,6 +949,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_prune_keeps_an_unmounted_input);
     tcase_add_test(tc, test_prune_stays_below_the_root);
     tcase_add_test(tc, test_mixed_case_siblings_refused);
+    tcase_add_test(tc, test_sibling_not_named_is_no_clash);
     tcase_add_test(tc, test_list_entries_never_share_an_output);
     tcase_add_test(tc, test_generated_trees_never_share_an_output);
     tcase_add_test(tc, test_named_file_and_its_folder_made_once);

@@ -20,6 +20,7 @@ for kind in "${which[@]}"; do
       export LSAN_OPTIONS=suppressions=$top/tests/lsan.supp:print_suppressions=0
       export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
       export G_SLICE=always-malloc G_DEBUG=gc-friendly PM_TEST_ITEMS=10000 CK_TIMEOUT_MULTIPLIER=4
+      export PMT_MODEL_STEPS=15
       echo "== ASan+UBSan"
       ctest --test-dir build-asan --output-on-failure -j1 || status=1
       unset ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS
@@ -29,7 +30,7 @@ for kind in "${which[@]}"; do
             -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang >/dev/null
       cmake --build build-tsan -j"$jobs" >/dev/null
       export TSAN_OPTIONS="suppressions=$top/tests/tsan.supp:halt_on_error=1:exitcode=66:second_deadlock_stack=1"
-      export G_SLICE=always-malloc PM_TEST_ITEMS=5000 CK_TIMEOUT_MULTIPLIER=10
+      export G_SLICE=always-malloc PM_TEST_ITEMS=5000 CK_TIMEOUT_MULTIPLIER=10 PMT_MODEL_STEPS=15
       echo "== TSan"
       ctest --test-dir build-tsan --output-on-failure -j1 || status=1
       unset TSAN_OPTIONS

@@ -1047,7 +1047,7 @@ typedef struct prune_ctx {
     pm_summary *sum;
 } prune_ctx;
 
-static void on_pruned(const pm__state *st, const int *removed, void *ud)
+static void on_pruned(const pm__state *st, const int *removed, int source_gone, void *ud)
 {
     prune_ctx *pc = ud;
     pm_output *outs = g_new0(pm_output, st->n_outs ? st->n_outs : 1);
@@ -1065,9 +1065,14 @@ static void on_pruned(const pm__state *st, const int *removed, void *ud)
         o->bytes = st->outs[i].bytes;
     }
     pc->sum->pruned += (uint64_t)n;
+    if (!n && !source_gone) {
+        g_free(outs); /* left-over entries whose files are no longer pixmill's: dropped quietly */
+        return;
+    }
     pm_event ev = {0};
     ev.type = PM_EVENT_PRUNED;
     ev.source = st->source;
+    ev.message = source_gone ? "source gone" : "no longer made from";
     ev.n_outputs = n;
     ev.outputs = outs;
     ev.output = n ? outs[0].path : NULL;
@@ -1098,6 +1103,29 @@ static int fd_budget_jobs(int jobs)
     if (fit < 1)
         fit = 1;
     return jobs < fit ? jobs : (int)fit;
+}
+
+/* Named inputs none of which exists (a typo, a path not mounted): each is reported as the
+ * walk would report it, and nothing is created, not even DIR. Not with a file list. */
+static int no_input_exists(pm_batch *b, pm_event_cb on_event, void *user_data, pm_summary *sum)
+{
+    for (guint i = 0; i < b->inputs->len; i++) {
+        const input *in = &g_array_index(b->inputs, input, i);
+        struct stat st;
+        if (!in->path || lstat(in->path, &st) == 0 || (errno != ENOENT && errno != ENOTDIR))
+            return 0;
+    }
+    for (guint i = 0; i < b->inputs->len; i++) {
+        const input *in = &g_array_index(b->inputs, input, i);
+        pm_event ev = {0};
+        ev.type = PM_EVENT_SCAN_ERROR;
+        ev.source = in->path;
+        ev.status = PM_ERR_SCAN;
+        ev.sys_errno = lstat(in->path, &(struct stat){0}) == 0 ? 0 : errno;
+        deliver(b, &ev, on_event, user_data);
+        sum->scan_errors++;
+    }
+    return b->inputs->len > 0;
 }
 
 int pm_batch_run(pm_batch *b, pm_event_cb on_event, void *user_data, pm_summary *summary)
@@ -1131,6 +1159,8 @@ int pm_batch_run(pm_batch *b, pm_event_cb on_event, void *user_data, pm_summary 
         rc = PM_ERR_USAGE;
         goto done;
     }
+    if (no_input_exists(b, on_event, user_data, &sum))
+        goto done;
     rc = open_output_root(b, &rootfd, &err);
     if (rc != PM_OK) {
         post_fatal(b, on_event, user_data, rc, err);

@@ -185,6 +185,8 @@ typedef struct pm__state_out {
     int64_t mtime_ns;
     uint64_t ino;
     char hash[PM__HASH_HEX];
+    int left; /* left over: the source's last run no longer made it (another format, size or
+               * name); prune removes it while it is still the file written */
 } pm__state_out;
 
 typedef struct pm__state {
@@ -194,6 +196,9 @@ typedef struct pm__state {
     uint64_t root_dev; /* that folder's device when recorded */
     uint64_t size;
     int64_t mtime_ns;
+    int64_t ctime_ns; /* with ino: a source whose size, mtime, ctime and inode are as recorded
+                       * is taken as unchanged without reading it; 0 in older records */
+    uint64_t ino;
     char hash[PM__HASH_HEX];
     int width, height; /* upright */
     int pages;
@@ -217,6 +222,10 @@ void pm__state_clear(pm__state *st);
 /* XXH3-128 of a whole file, read with pread (the offset does not move). 0 or -1. */
 int pm__hash_fd(int fd, char out[PM__HASH_HEX]);
 int64_t pm__mtime_ns(const struct stat *st);
+int64_t pm__ctime_ns(const struct stat *st);
+/* container.c: NULL when what a PNG, WebP or ISOBMFF (HEIF, AVIF) source's chunks or boxes
+ * declare fits in its size bytes (or it is none of those); else why not (g_free it). */
+char *pm__container_check(int fd, uint64_t size);
 /* Does the file at name (below rootfd, never through a link) still hold what o records? Size
  * must match, then mtime, else the content hash (*refreshed: the mtime moved). strict: only
  * the very file written (size, mtime, inode), no hash fallback. *ino (may be NULL): the inode
@@ -225,8 +234,10 @@ int pm__state_output_matches(int rootfd, const pm__state_out *o, int strict, int
                              uint64_t *ino);
 
 /* Prune: every record whose source is gone loses its outputs (only files that still match
- * the record) and itself. cb gets each such source; dry_run removes nothing. */
-typedef void (*pm__prune_cb)(const pm__state *st, const int *removed, void *user_data);
+ * the record) and itself; a record whose source is there loses its left-over outputs. cb gets each
+ * such source; dry_run removes nothing. */
+typedef void (*pm__prune_cb)(const pm__state *st, const int *removed, int source_gone,
+                             void *user_data);
 /* Calls cb for every entry that is not a folder below start ("" for the root), iteratively,
  * never through a link. */
 typedef void (*pm__walk_cb)(int dirfd, const char *rel_dir, const char *name, const struct stat *st,

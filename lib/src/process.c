@@ -61,34 +61,36 @@ int pm__vips_init(const char *argv0)
     return PM_OK;
 }
 
+/* The loaders pixmill blocks unless --allow names them, by that name. */
+static const struct {
+    const char *name, *klass;
+} allowable[] = {{"svg", "VipsForeignLoadSvg"},
+                 {"pdf", "VipsForeignLoadPdf"},
+                 {"magick", "VipsForeignLoadMagick"},
+                 {"jp2k", "VipsForeignLoadJp2k"},
+                 {"jxl", "VipsForeignLoadJxl"},
+                 {"ppm", "VipsForeignLoadPpm"},
+                 {"fits", "VipsForeignLoadFits"},
+                 {"openexr", "VipsForeignLoadOpenexr"},
+                 {"openslide", "VipsForeignLoadOpenslide"},
+                 {"mat", "VipsForeignLoadMat"},
+                 {"rad", "VipsForeignLoadRad"},
+                 {"analyze", "VipsForeignLoadAnalyze"},
+                 {"csv", "VipsForeignLoadCsv"},
+                 {"matrix", "VipsForeignLoadMatrix"},
+                 {"raw", "VipsForeignLoadRaw"},
+                 {"vips", "VipsForeignLoadVips"},
+                 {"tiff", "VipsForeignLoadTiff"}};
+
 int pm_loader_allow(const char *format)
 {
-    static const struct {
-        const char *name, *klass;
-    } map[] = {{"svg", "VipsForeignLoadSvg"},
-               {"pdf", "VipsForeignLoadPdf"},
-               {"magick", "VipsForeignLoadMagick"},
-               {"jp2k", "VipsForeignLoadJp2k"},
-               {"jxl", "VipsForeignLoadJxl"},
-               {"ppm", "VipsForeignLoadPpm"},
-               {"fits", "VipsForeignLoadFits"},
-               {"openexr", "VipsForeignLoadOpenexr"},
-               {"openslide", "VipsForeignLoadOpenslide"},
-               {"mat", "VipsForeignLoadMat"},
-               {"rad", "VipsForeignLoadRad"},
-               {"analyze", "VipsForeignLoadAnalyze"},
-               {"csv", "VipsForeignLoadCsv"},
-               {"matrix", "VipsForeignLoadMatrix"},
-               {"raw", "VipsForeignLoadRaw"},
-               {"vips", "VipsForeignLoadVips"},
-               {"tiff", "VipsForeignLoadTiff"}};
-    for (size_t i = 0; format && i < G_N_ELEMENTS(map); i++) {
-        if (strcmp(format, map[i].name) != 0)
+    for (size_t i = 0; format && i < G_N_ELEMENTS(allowable); i++) {
+        if (strcmp(format, allowable[i].name) != 0)
             continue;
         /* A name libvips does not know is ignored silently by vips_operation_block_set: check */
-        if (!g_type_from_name(map[i].klass))
+        if (!g_type_from_name(allowable[i].klass))
             return PM_ERR_USAGE;
-        vips_operation_block_set(map[i].klass, FALSE);
+        vips_operation_block_set(allowable[i].klass, FALSE);
         return PM_OK;
     }
     return PM_ERR_USAGE;
@@ -104,21 +106,30 @@ void pm__vips_thread_shutdown(void)
     vips_thread_shutdown();
 }
 
-/* The libvips error text, best effort (the buffer is shared by all threads), on one line. */
+/* The libvips error text, best effort (the buffer is shared by all threads), on one line, each
+ * line once (a loader that fails in its header and again in its load says the same twice). */
 static char *take_vips_error(void)
 {
     char *text = vips_error_buffer_copy();
     if (!text)
         return NULL;
-    g_strstrip(text);
-    for (char *p = text; *p; p++)
-        if (*p == '\n')
-            *p = ';';
-    if (!*text) {
-        g_free(text);
+    gchar **lines = g_strsplit(text, "\n", -1);
+    g_free(text);
+    GString *one = g_string_new(NULL);
+    for (int i = 0; lines[i]; i++) {
+        g_strstrip(lines[i]);
+        int seen = !*lines[i];
+        for (int k = 0; k < i && !seen; k++)
+            seen = strcmp(lines[k], lines[i]) == 0;
+        if (!seen)
+            g_string_append_printf(one, "%s%s", one->len ? ";" : "", lines[i]);
+    }
+    g_strfreev(lines);
+    if (!one->len) {
+        g_string_free(one, TRUE);
         return NULL;
     }
-    return text;
+    return g_string_free(one, FALSE);
 }
 
 static const char *fail_on_string(pm_fail_on f)
@@ -138,6 +149,22 @@ static const char *fail_on_string(pm_fail_on f)
 
 /* The class behind a loader name, and whether vips_block_untrusted_set() blocked it: the
  * sniffer still returns blocked loaders (measured on 8.14.1). */
+/* "TIFF: open it with --allow=tiff": which format, and how to let it in. */
+static char *blocked_why(const char *loader, const char *nickname)
+{
+    GType type = g_type_from_name(loader);
+    for (size_t i = 0; type && i < G_N_ELEMENTS(allowable); i++) {
+        GType k = g_type_from_name(allowable[i].klass);
+        if (k && g_type_is_a(type, k)) {
+            char *up = g_ascii_strup(allowable[i].name, -1);
+            char *why = g_strdup_printf("%s: open it with --allow=%s", up, allowable[i].name);
+            g_free(up);
+            return why;
+        }
+    }
+    return g_strdup_printf("loader %s", nickname);
+}
+
 static int loader_is_blocked(const char *loader, const char **nickname)
 {
     GType type = g_type_from_name(loader);
@@ -749,6 +776,11 @@ static int dc_source_of(VipsImage *h, int swap)
 static int read_header(const pm__process_ctx *ctx, job_state *s, pm__result *r)
 {
     const pm_options *o = ctx->opts;
+    char *declared = pm__container_check(s->fd, (uint64_t)s->st.st_size);
+    if (declared) {
+        fail(r, PM_ERR_DECODE, 0, declared);
+        return -1;
+    }
     s->source = vips_source_new_from_descriptor(s->fd); /* dups the descriptor */
     if (!s->source) {
         fail(r, PM_ERR_IO, 0, take_vips_error());
@@ -762,7 +794,7 @@ static int read_header(const pm__process_ctx *ctx, job_state *s, pm__result *r)
     }
     const char *nickname;
     if (loader_is_blocked(loader, &nickname)) {
-        fail(r, PM_ERR_BLOCKED, 0, g_strdup_printf("loader %s", nickname));
+        fail(r, PM_ERR_BLOCKED, 0, blocked_why(loader, nickname));
         return -1;
     }
     s->header = vips_image_new_from_source(s->source, "", "access", VIPS_ACCESS_SEQUENTIAL, NULL);
@@ -828,10 +860,10 @@ static const char *export_profile_for(const pm_options *o, int has_profile)
     }
 }
 
-/* Everything that decides one output's bytes, hashed: versions, the decode, the geometry and
- * the encoder settings this format uses (a new JPEG quality does not rebuild PNGs). Not the
- * variant's name or size spec: two sizes that come out alike (1280 and 640 of a 500-pixel
- * source) are one output. */
+/* Everything that decides one output's bytes, hashed: versions, the source's content, the
+ * decode, the geometry and the encoder settings this format uses (a new JPEG quality does not
+ * rebuild PNGs). Not the variant's name or size spec: two sizes that come out alike (1280 and 640
+ * of a 500-pixel source) are one output. */
 static void digest_for(const pm__process_ctx *ctx, const job_state *s, variant *v)
 {
     const pm_options *o = ctx->opts;
@@ -844,9 +876,10 @@ static void digest_for(const pm__process_ctx *ctx, const job_state *s, variant *
     int pads = v->g.width > v->g.resize_width || v->g.height > v->g.resize_height;
     int crops = v->g.width < v->g.resize_width || v->g.height < v->g.resize_height;
     GString *t = g_string_new(NULL);
-    g_string_append_printf(t, "pixmill %s|vips %s|decode %dx%d pages %d fail_on %d rotate %d",
-                           PM_VERSION_STRING, vips_version_string(), s->decode_w, s->decode_h,
-                           s->all_pages, (int)o->fail_on, !o->no_rotate);
+    g_string_append_printf(
+        t, "pixmill %s|vips %s|source %s|decode %dx%d pages %d fail_on %d rotate %d",
+        PM_VERSION_STRING, vips_version_string(), s->hash, s->decode_w, s->decode_h, s->all_pages,
+        (int)o->fail_on, !o->no_rotate);
     if (s->dc)
         g_string_append(t, "|dc"); /* pixels a little different from libjpeg's at 1/4 */
     g_string_append_printf(
@@ -1114,7 +1147,8 @@ static int own_place(const pm__job *job, const pm__place *p)
 }
 
 /* Other sources that map to our output names (BAD-INPUT 23): files with our stem and another
- * image extension, in any case, in our own folder (a.png and a.JPG both make a.webp); then the
+ * image extension, in any case, in our own folder when it is walked or listed (a.png and a.JPG
+ * both make a.webp); then the
  * same place below every other folder whose tree lands on the output root (other input
  * folders; for file lists, "/" and the current folder, where /a/x.jpg and a/x.jpg meet); and
  * named files with our stem. Checked from the file system, not from what was seen (memory
@@ -1133,7 +1167,10 @@ static void refuse_clashes(const pm__process_ctx *ctx, const pm__job *job, job_s
                                         : g_strndup(job->source, (gsize)(base - job->source));
     base = base ? base + 1 : job->source;
     const char *dot = strrchr(base, '.');
-    if (dot && dot != base) {
+    /* A named file's siblings are no sources unless named too (named_by_stem, below) or below
+     * an input folder (the places): IMG_1.JPG named beside IMG_1.HEIC converts. A listed
+     * file's are checked here, as the list is not held in memory. */
+    if (dot && dot != base && job->origin != PM__FROM_NAMED) {
         int dfd = job->explicit_file ? open(*shown ? shown : ".", O_PATH | O_DIRECTORY | O_CLOEXEC)
                                      : s->srcdir;
         char *own_stem = g_strndup(base, (gsize)(dot - base));
@@ -1214,6 +1251,22 @@ static int mark_current(const pm__process_ctx *ctx, job_state *s, int *refreshed
     return todo;
 }
 
+/* Does the record hold an output this plan no longer makes (a format, size or name gone from
+ * the options)? Then the record is written again, with it marked left over for --prune. */
+static int drops_outputs(const job_state *s)
+{
+    for (int i = 0; s->have_old && i < s->old.n_outs; i++) {
+        const pm__state_out *rec = &s->old.outs[i];
+        int planned = 0;
+        for (int k = 0; k < s->n && !planned; k++)
+            planned = s->v[k].name && !s->v[k].alias && s->v[k].out.status == PM_OK &&
+                      strcmp(s->v[k].name, rec->name) == 0;
+        if (!rec->left && !planned)
+            return 1;
+    }
+    return 0;
+}
+
 /* Below this a whole-image decode is not worth queueing for. */
 #define WHOLE_DECODE_MIN (8ULL << 20)
 
@@ -1239,6 +1292,8 @@ static uint64_t whole_decode_bytes(const job_state *s)
     }
     if (interlaced)
         return px * VIPS_IMAGE_SIZEOF_PEL(h);
+    if (s->same == PM_FORMAT_GIF) /* measured: 12000x12000 of one colour, 98 KB, +650 MB */
+        return px * 9 / 2;
     if (s->same == PM_FORMAT_HEIF || s->same == PM_FORMAT_AVIF)
         return px * (bands + 1) * 2;
     return 0;
@@ -1310,6 +1365,18 @@ static int decode_once(const pm__process_ctx *ctx, job_state *s, pm__result *r)
     /* the DC decode holds two bytes a block: never behind the gate */
     VipsImage *dc = s->dc ? dc_image(s) : NULL;
     uint64_t bytes = s->header && !dc ? whole_decode_bytes(s) : 0;
+    uint64_t budget = ctx->opts->decode_budget;
+    /* A decode that cannot fit the budget alone is refused, not run: what a header declares
+     * (a 468-byte progressive JPEG claiming 16000x16000 took 534 MB) never costs more. */
+    if (budget && bytes > budget) {
+        VIPS_UNREF(dc);
+        fail(r, PM_ERR_LIMIT, 0,
+             g_strdup_printf("decoding it would hold about %" G_GUINT64_FORMAT
+                             " MB at once, more than --decode-budget %" G_GUINT64_FORMAT
+                             " MB (raise it, or 0 for no limit)",
+                             (bytes + (1 << 20) - 1) >> 20, budget >> 20));
+        return -1;
+    }
     int heavy = bytes >= WHOLE_DECODE_MIN;
     pm__decode_gate *gate = ctx->gate && heavy ? ctx->gate : NULL;
     if (gate)
@@ -1634,6 +1701,8 @@ static int save_state(const pm__process_ctx *ctx, job_state *s, const struct sta
     ns.root_dev = s->root_dev;
     ns.size = (uint64_t)st->st_size;
     ns.mtime_ns = pm__mtime_ns(st);
+    ns.ctime_ns = pm__ctime_ns(st);
+    ns.ino = (uint64_t)st->st_ino;
     g_strlcpy(ns.hash, s->hash, sizeof(ns.hash));
     ns.width = s->upright_w;
     ns.height = s->upright_h;
@@ -1648,6 +1717,7 @@ static int save_state(const pm__process_ctx *ctx, job_state *s, const struct sta
             continue;
         pm__state_out *o = &ns.outs[ns.n_outs++];
         *o = v->rec;
+        o->left = 0; /* made now, or current again (a format dropped and given back) */
         o->name = v->name;
         o->variant = ctx->variants[v->vi].name;
         g_strlcpy(o->digest, v->digest, sizeof(o->digest));
@@ -1661,14 +1731,30 @@ static int save_state(const pm__process_ctx *ctx, job_state *s, const struct sta
         int taken = 0, refreshed;
         for (int k = 0; k < made && !taken; k++)
             taken = strcmp(ns.outs[k].name, rec->name) == 0;
-        if (!taken && pm__state_output_matches(ctx->out_rootfd, rec, 0, &refreshed, NULL))
-            ns.outs[ns.n_outs++] = *rec;
+        if (!taken && pm__state_output_matches(ctx->out_rootfd, rec, 0, &refreshed, NULL)) {
+            ns.outs[ns.n_outs] = *rec;
+            ns.outs[ns.n_outs++].left = 1; /* ours, not made now: --prune removes it */
+        }
     }
     int rc = pm__state_save(ctx->out_rootfd, s->state_dir, s->state_name, &ns, err);
     g_free(ns.outs); /* the strings are borrowed */
     g_free(ns.source);
     g_free(ns.root);
     return rc;
+}
+
+/* A source that failed made none of its outputs: under --prune, what its record holds is
+ * left over, as a clean run would have none of it. The record is kept as it was (it does not
+ * take the failed source as its new content), with every output marked left for the prune. */
+static void leave_all(const pm__process_ctx *ctx, job_state *s)
+{
+    int any = 0, err = 0;
+    for (int i = 0; s->have_old && i < s->old.n_outs; i++) {
+        any |= !s->old.outs[i].left;
+        s->old.outs[i].left = 1;
+    }
+    if (any)
+        pm__state_save(ctx->out_rootfd, s->state_dir, s->state_name, &s->old, &err);
 }
 
 #ifdef PM_TEST_HOOKS
@@ -1780,11 +1866,14 @@ void pm__process_job(const pm__process_ctx *ctx, pm__worker *w, const pm__job *j
     pm__state_location(job->out_rel, job->source, &s->state_dir, &s->state_name);
     s->have_old = pm__state_load(ctx->out_rootfd, s->state_dir, s->state_name, &s->old) == 0;
 
-    /* The source is as recorded when size and mtime match, or size and content (a fresh
-     * clone resets mtimes): then its header need not be read to know what it makes. */
+    /* The source is as recorded when its size, mtime, ctime and inode match (a write that
+     * puts the mtime back still moves the ctime, which no one can set), or its size and
+     * content (a fresh clone resets the times: the bytes are read and hashed): then its header
+     * need not be read to know what it makes. */
     int have_hash = 0, fresh = 0;
     if (s->have_old && s->old.size == (uint64_t)st->st_size) {
-        if (s->old.mtime_ns == pm__mtime_ns(st)) {
+        if (s->old.mtime_ns == pm__mtime_ns(st) && s->old.ctime_ns == pm__ctime_ns(st) &&
+            s->old.ino == (uint64_t)st->st_ino) {
             fresh = 1;
         } else if (pm__hash_fd(s->fd, s->hash) == 0) {
             have_hash = 1;
@@ -1822,7 +1911,7 @@ void pm__process_job(const pm__process_ctx *ctx, pm__worker *w, const pm__job *j
     close(s->srcdir); /* the file is open: its folder is not needed again */
     s->srcdir = -1;
     int todo = mark_current(ctx, s, &refreshed);
-    s->need_save |= refreshed;
+    s->need_save |= refreshed || drops_outputs(s);
     if (o->dry_run)
         goto out;
     if (todo > 0) {
@@ -1870,6 +1959,8 @@ void pm__process_finish(const pm__process_ctx *ctx, pm__result *r)
     if (s->need_save && held && !ctx->opts->dry_run && r->ev.type != PM_EVENT_FAILED &&
         save_state(ctx, s, &s->st, &err) != PM_OK && !output_failed)
         fail(r, PM_ERR_STATE, err, g_strdup("the output is made but will be rebuilt next time"));
+    else if ((!held || r->ev.type == PM_EVENT_FAILED) && ctx->opts->prune && !ctx->opts->dry_run)
+        leave_all(ctx, s);
     collect(ctx, s, r);
     r->ev.seconds = s->seconds + (now_seconds() - t0);
     job_state_release(s);

@@ -121,8 +121,7 @@ static folder_index *index_of(pm__worker *w, int dfd)
     struct stat st;
     if (fstat(dfd, &st) != 0)
         return NULL;
-    int64_t mt = pm__mtime_ns(&st),
-            ct = (int64_t)st.st_ctim.tv_sec * 1000000000 + (int64_t)st.st_ctim.tv_nsec;
+    int64_t mt = pm__mtime_ns(&st), ct = pm__ctime_ns(&st);
     folder_index *pick = &w->idx[0];
     for (int i = 0; i < CACHED_FOLDERS; i++) {
         folder_index *ix = &w->idx[i];

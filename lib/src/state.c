@@ -34,6 +34,11 @@ int64_t pm__mtime_ns(const struct stat *st)
     return (int64_t)st->st_mtim.tv_sec * 1000000000 + (int64_t)st->st_mtim.tv_nsec;
 }
 
+int64_t pm__ctime_ns(const struct stat *st)
+{
+    return (int64_t)st->st_ctim.tv_sec * 1000000000 + (int64_t)st->st_ctim.tv_nsec;
+}
+
 int pm__hash_fd(int fd, char out[PM__HASH_HEX])
 {
     XXH3_state_t *h = XXH3_createState();
@@ -132,6 +137,10 @@ static int parse_line(char *line, pm__state *st, GArray *outs)
     } else if (n == 2 && strcmp(f[0], "mtime") == 0) {
         st->mtime_ns = g_ascii_strtoll(f[1], NULL, 10);
         ok = 1;
+    } else if (n == 3 && strcmp(f[0], "change") == 0) {
+        st->ctime_ns = g_ascii_strtoll(f[1], NULL, 10);
+        st->ino = g_ascii_strtoull(f[2], NULL, 10);
+        ok = 1;
     } else if (n == 2 && strcmp(f[0], "hash") == 0 && is_hex(f[1], PM__HASH_HEX - 1)) {
         g_strlcpy(st->hash, f[1], sizeof(st->hash));
         ok = 1;
@@ -144,7 +153,7 @@ static int parse_line(char *line, pm__state *st, GArray *outs)
         st->dc_source = n == 7 ? atoi(f[6]) : 0; /* records before it had six fields */
         ok = st->dc_source >= 0 && st->dc_source <= 2 && st->width > 0 && st->height > 0 &&
              (unsigned)st->same <= PM_FORMAT_LAST;
-    } else if (n == 11 && strcmp(f[0], "out") == 0 && is_hex(f[1], 16) &&
+    } else if ((n == 11 || n == 12) && strcmp(f[0], "out") == 0 && is_hex(f[1], 16) &&
                is_hex(f[7], PM__HASH_HEX - 1)) {
         pm__state_out o = {0};
         g_strlcpy(o.digest, f[1], sizeof(o.digest));
@@ -157,6 +166,7 @@ static int parse_line(char *line, pm__state *st, GArray *outs)
         o.ino = g_ascii_strtoull(f[8], NULL, 10);
         o.variant = g_strcompress(f[9]);
         o.name = g_strcompress(f[10]);
+        o.left = n == 12 && strcmp(f[11], "left") == 0; /* records before it had 11 fields */
         g_array_append_val(outs, o);
         ok = *o.name != '\0';
     }
@@ -270,6 +280,9 @@ int pm__state_save(int rootfd, const char *dir_rel, const char *name, const pm__
                            esc, st->size, st->mtime_ns, st->hash, st->width, st->height, st->pages,
                            (int)st->same, st->has_profile, st->dc_source);
     g_free(esc);
+    if (st->ctime_ns)
+        g_string_append_printf(text, "change\t%" G_GINT64_FORMAT "\t%" G_GUINT64_FORMAT "\n",
+                               st->ctime_ns, st->ino);
     if (st->root) {
         esc = g_strescape(st->root, NULL);
         g_string_append_printf(text, "root\t%s\t%" G_GUINT64_FORMAT "\n", esc, st->root_dev);
@@ -281,9 +294,9 @@ int pm__state_save(int rootfd, const char *dir_rel, const char *name, const pm__
         char *nm = g_strescape(o->name, NULL);
         g_string_append_printf(text,
                                "out\t%s\t%d\t%d\t%d\t%" G_GUINT64_FORMAT "\t%" G_GINT64_FORMAT
-                               "\t%s\t%" G_GUINT64_FORMAT "\t%s\t%s\n",
+                               "\t%s\t%" G_GUINT64_FORMAT "\t%s\t%s\t%s\n",
                                o->digest, (int)o->format, o->width, o->height, o->bytes,
-                               o->mtime_ns, o->hash, o->ino, v, nm);
+                               o->mtime_ns, o->hash, o->ino, v, nm, o->left ? "left" : "made");
         g_free(v);
         g_free(nm);
     }
@@ -412,19 +425,27 @@ static int remove_output(int rootfd, const pm__state_out *o)
     return rc;
 }
 
+/* A record whose source is gone: its outputs (those still the very file pixmill wrote) and
+ * the record itself. A record whose source is there: its left-over outputs, and the record is
+ * written again without them (an entry whose file is no longer ours is dropped too). */
 static void prune_record(int rootfd, const char *dir_rel, int dirfd, const char *name, int dry_run,
                          pm__prune_cb cb, void *ud)
 {
     pm__state st;
     if (pm__state_load_at(dirfd, name, &st) != 0)
         return; /* not one of ours, or unreadable: left alone */
-    if (!source_is_gone(&st)) {
+    int gone = source_is_gone(&st), lefts = 0;
+    for (int i = 0; !gone && i < st.n_outs; i++)
+        lefts += st.outs[i].left;
+    if (!gone && !lefts) {
         pm__state_clear(&st);
         return;
     }
     int *removed = g_new0(int, st.n_outs ? st.n_outs : 1);
     for (int i = 0; i < st.n_outs; i++) {
         int refreshed;
+        if (!gone && !st.outs[i].left)
+            continue;
         /* Only the very file pixmill wrote (size, mtime and inode): a file replaced since is
          * not ours, even with the same bytes (another source may have made it). */
         if (dry_run) {
@@ -434,13 +455,24 @@ static void prune_record(int rootfd, const char *dir_rel, int dirfd, const char 
             remove_empty_parents(rootfd, st.outs[i].name, "");
         }
     }
-    if (!dry_run) {
+    if (!dry_run && gone) {
         unlinkat(dirfd, name, 0);
         char *rel = g_strdup_printf("%s/%s", dir_rel, name);
         remove_empty_parents(rootfd, rel, STATE_ROOT);
         g_free(rel);
+    } else if (!dry_run) {
+        pm__state kept = st;
+        kept.outs = g_new0(pm__state_out, (gsize)st.n_outs);
+        kept.n_outs = 0;
+        for (int i = 0; i < st.n_outs; i++)
+            if (!st.outs[i].left)
+                kept.outs[kept.n_outs++] = st.outs[i];
+        int err = 0;
+        pm__state_save(rootfd, dir_rel, name, &kept, &err); /* a failure leaves the old one:
+                                                                its left entries fail to match */
+        g_free(kept.outs);
     }
-    cb(&st, removed, ud);
+    cb(&st, removed, gone, ud);
     g_free(removed);
     pm__state_clear(&st);
 }

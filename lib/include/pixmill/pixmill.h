@@ -34,7 +34,7 @@ PM_EXTERN const char *pm_version_string(void);
     X(PM_ERR_IO, -3, "input/output error")                                                         \
     X(PM_ERR_NOT_REGULAR, -4, "not a regular file")                                                \
     X(PM_ERR_UNKNOWN_FORMAT, -5, "not a known image format")                                       \
-    X(PM_ERR_BLOCKED, -6, "image format is blocked (untrusted loader)")                            \
+    X(PM_ERR_BLOCKED, -6, "image format is blocked")                                               \
     X(PM_ERR_DECODE, -7, "image could not be decoded")                                             \
     X(PM_ERR_TOO_MANY_PIXELS, -8, "image exceeds the pixel limit")                                 \
     X(PM_ERR_ENCODE, -9, "image could not be encoded")                                             \
