@@ -240,6 +240,13 @@ void cli_print_event(const cli_view *c, const pm_event *ev, const char *json_lin
             fputs(")\n", stdout);
         }
         break;
+    case PM_EVENT_PASSED_OVER:
+        if (human_out && c->verbose) {
+            fputs("passed over: ", stdout);
+            cli_print_escaped(stdout, ev->source);
+            fprintf(stdout, " (%s)\n", ev->message ? ev->message : "not taken");
+        }
+        break;
     case PM_EVENT_SKIPPED:
         if (ev->status == PM_OK) {
             if (human_out && (c->verbose || c->dry_run)) {
@@ -300,6 +307,8 @@ void cli_print_summary(const pm_summary *s, int dry_run)
                 s->processed, s->up_to_date, s->failed + s->scan_errors, s->skipped);
         if (s->pruned)
             fprintf(stderr, ", %" PRIu64 " outputs to prune", s->pruned);
+        if (s->passed_over)
+            fprintf(stderr, ", %" PRIu64 " other files passed over", s->passed_over);
         fputs("; nothing written\n", stderr);
         return;
     }
@@ -312,6 +321,8 @@ void cli_print_summary(const pm_summary *s, int dry_run)
             s->processed, s->up_to_date, s->skipped, s->failed + s->scan_errors);
     if (s->pruned)
         fprintf(stderr, ", %" PRIu64 " pruned", s->pruned);
+    if (s->passed_over)
+        fprintf(stderr, ", %" PRIu64 " other files passed over", s->passed_over);
     if (s->temps_swept)
         fprintf(stderr, ", %" PRIu64 " stale temps removed", s->temps_swept);
     if (s->outputs != s->processed)

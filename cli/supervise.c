@@ -472,6 +472,9 @@ static void take_line(const sup_config *cfg, engine_run *er, char *line, double 
         case PM_EVENT_SCAN_ERROR:
             s->scan_errors++;
             break;
+        case PM_EVENT_PASSED_OVER:
+            s->passed_over++;
+            break;
         case PM_EVENT_PRUNED:
             break;
         }
@@ -724,6 +727,7 @@ static void add_summary(pm_summary *to, const pm_summary *s)
     to->skipped += s->skipped;
     to->failed += s->failed;
     to->scan_errors += s->scan_errors;
+    to->passed_over += s->passed_over;
     to->bytes_in += s->bytes_in;
     to->bytes_out += s->bytes_out;
     to->pruned += s->pruned;

@@ -431,9 +431,43 @@ START_TEST(test_missing_inputs_make_nothing)
     image("a.jpg", 100, 100, 3);
     char *a = pmt_path(in, "a.jpg");
     rc = pmt_pixmill_run(&err, "-o", out, gone, a, NULL);
-    ck_assert_msg(rc == 1 && strstr(err, gone) && pmt_count_files(out, "a.jpg") == 1,
-                  "exit %d: %s", rc, err);
+    ck_assert_msg(rc == 1 && strstr(err, gone) && pmt_count_files(out, "a.jpg") == 1, "exit %d: %s",
+                  rc, err);
     free(err), free(a), free(gone), free(gone2);
+}
+END_TEST
+
+/* Every file a walk meets is accounted for (issue 19: this folder gave "0 processed, 0
+ * skipped" and -v named nothing): counted in the summary, named with the reason by -v, an
+ * event each in --json; supervised and in one process. */
+START_TEST(test_other_files_passed_over)
+{
+    const char *names[] = {"a.bmp", "b.ico", "c.jxl", "d.CR2", "notes.txt"};
+    for (size_t i = 0; i < G_N_ELEMENTS(names); i++) {
+        char *p = pmt_path(in, names[i]);
+        ck_assert_int_eq(pmt_write_file(p, "x", 1), 0);
+        free(p);
+    }
+    char *dot = pmt_path(in, ".hidden.jpg");
+    ck_assert_int_eq(pmt_write_file(dot, "x", 1), 0);
+    const char *modes[] = {"--json", "--no-isolate"};
+    for (int m = 0; m < 2; m++) {
+        char *o = NULL, *err = NULL;
+        int rc = pmt_pixmill_run_out(&o, &err, "-v", modes[m], "-o", out, in, NULL);
+        ck_assert_msg(rc == 0 && strstr(err, "6 other files passed over"), "exit %d: %s", rc, err);
+        for (size_t i = 0; i < G_N_ELEMENTS(names); i++) {
+            char *p = pmt_path(in, names[i]);
+            char *want = m == 0 ? g_strdup_printf("\"event\":\"passed-over\",\"source\":\"%s\"", p)
+                                : g_strdup_printf("passed over: %s (not an image name)", p);
+            ck_assert_msg(strstr(o, want), "%s not in: %s", want, o);
+            g_free(want), free(p);
+        }
+        char *want = m == 0 ? g_strdup_printf("\"source\":\"%s\"", dot)
+                            : g_strdup_printf("passed over: %s (a dot name", dot);
+        ck_assert_msg(strstr(o, want), "%s not in: %s", want, o);
+        g_free(want), free(o), free(err);
+    }
+    free(dot);
 }
 END_TEST
 
@@ -517,6 +551,7 @@ int main(void)
     tcase_add_test(tc, test_bad_options_exit_2_touch_nothing);
     tcase_add_test(tc, test_output_not_usable_exit_3);
     tcase_add_test(tc, test_missing_inputs_make_nothing);
+    tcase_add_test(tc, test_other_files_passed_over);
     tcase_add_loop_test(tc, test_signal_exit_code_no_temps, 0, 2);
     suite_add_tcase(s, tc);
     return pmt_run_suite(s);

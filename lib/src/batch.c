@@ -664,10 +664,19 @@ static void scan_on_event(pm_event_type type, const char *path, int status, int 
     post_entry_event(b, type, path, status, sys_errno, seq, NULL, 0, 0);
 }
 
+static void scan_on_passed(const char *path, const char *why, void *ud)
+{
+    pm_batch *b = ud;
+    uint64_t seq = 0;
+    int stop;
+    if (!take_seq(b, &seq, &stop, 0, 0))
+        post_entry_event(b, PM_EVENT_PASSED_OVER, path, PM_OK, 0, seq, g_strdup(why), 0, 0);
+}
+
 static void *scanner_main(void *arg)
 {
     pm_batch *b = arg;
-    pm__scan_sink sink = {scan_on_source, scan_on_event, b};
+    pm__scan_sink sink = {scan_on_source, scan_on_event, b, scan_on_passed};
     for (guint i = 0; i < b->inputs->len; i++) {
         input *in = &g_array_index(b->inputs, input, i);
         int stop;
@@ -1304,6 +1313,9 @@ int pm_batch_run(pm_batch *b, pm_event_cb on_event, void *user_data, pm_summary 
             break;
         case PM_EVENT_SCAN_ERROR:
             sum.scan_errors++;
+            break;
+        case PM_EVENT_PASSED_OVER:
+            sum.passed_over++;
             break;
         case PM_EVENT_PRUNED:
             break;

@@ -70,6 +70,8 @@ typedef struct pm__scan_sink {
     void (*on_event)(pm_event_type type, const char *path, int status, int sys_errno,
                      void *user_data);
     void *user_data;
+    /* An entry a walk does not take, and why (may be NULL). */
+    void (*on_passed)(const char *path, const char *why, void *user_data);
 } pm__scan_sink;
 
 typedef struct pm__scan_config {

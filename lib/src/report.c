@@ -26,6 +26,8 @@ static const char *event_name(const pm_event *ev)
         return "planned";
     case PM_EVENT_PRUNED:
         return "pruned";
+    case PM_EVENT_PASSED_OVER:
+        return "passed-over";
     }
     return "unknown";
 }

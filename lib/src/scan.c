@@ -81,6 +81,12 @@ static void emit_event(const pm__scan_sink *sink, pm_event_type type, const char
         sink->on_event(type, path, status, err, sink->user_data);
 }
 
+static void emit_passed(const pm__scan_sink *sink, const char *path, const char *why)
+{
+    if (sink->on_passed)
+        sink->on_passed(path, why, sink->user_data);
+}
+
 static int on_stack(const GArray *stack, dev_t dev, ino_t ino)
 {
     for (guint i = 0; i < stack->len; i++) {
@@ -251,8 +257,13 @@ static int walk(const pm__scan_config *cfg, int rootfd, const struct stat *roots
         const char *name = e->d_name;
         if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
             continue;
-        if (pm__publish_is_temp_name(name) || (name[0] == '.' && !cfg->include_hidden))
+        int temp = pm__publish_is_temp_name(name);
+        if (temp || (name[0] == '.' && !cfg->include_hidden)) {
+            join(path, name);
+            emit_passed(sink, path->str,
+                        temp ? "pixmill's temporary file" : "a dot name (--hidden takes it)");
             continue;
+        }
         join(path, name);
         unsigned char type = entry_type(top->dir, e);
         if (type == DT_DIR) {
@@ -273,6 +284,7 @@ static int walk(const pm__scan_config *cfg, int rootfd, const struct stat *roots
             if (cfg->have_exclude && st.st_dev == cfg->exclude_dev &&
                 st.st_ino == cfg->exclude_ino) {
                 close(fd); /* the output root: never re-ingest our own outputs */
+                emit_passed(sink, path->str, "the output folder");
                 continue;
             }
             if (on_stack(stack, st.st_dev, st.st_ino)) {
@@ -302,6 +314,8 @@ static int walk(const pm__scan_config *cfg, int rootfd, const struct stat *roots
             } else {
                 emit_event(sink, PM_EVENT_SKIPPED, path->str, PM_ERR_NOT_REGULAR, 0);
             }
+        } else {
+            emit_passed(sink, path->str, "not an image name");
         }
     }
 out:

@@ -363,7 +363,9 @@ typedef enum pm_event_type {
                             otherwise why (not regular, link, ...) */
     PM_EVENT_SCAN_ERROR, /* a folder or list entry could not be read */
     PM_EVENT_PLANNED,    /* dry run: the outputs that would be written (current ones marked) */
-    PM_EVENT_PRUNED      /* prune: outputs of a source that is gone, removed (or would be) */
+    PM_EVENT_PRUNED,     /* prune: outputs of a source that is gone, removed (or would be) */
+    PM_EVENT_PASSED_OVER /* a walk met an entry it does not take; message says why (not an
+                          * image name, a dot name, pixmill's own temp or output folder) */
 } pm_event_type;
 
 /* One output of a source: a size x format variant. */
@@ -413,6 +415,7 @@ typedef struct pm_summary {
     uint64_t temps_swept; /* temp files of a run that died (SIGKILL, power) removed at start */
     uint64_t failed;      /* sources that failed */
     uint64_t scan_errors; /* folders or list entries that could not be read */
+    uint64_t passed_over; /* other entries a walk met and did not take (PM_EVENT_PASSED_OVER) */
     uint64_t bytes_in, bytes_out;
     double wall_seconds, cpu_seconds;
     int jobs; /* workers used */
