@@ -4,7 +4,9 @@
 
 #include <check.h>
 #include <glib.h>
+#include <math.h>
 #include <string.h>
+#include <time.h>
 #include <vips/vips.h>
 
 static const struct {
@@ -113,6 +115,9 @@ static const struct {
     {"256", PM_FIT_INSIDE, 0, 1, 100000, 1, 256, 1, 256},
     {"256", PM_FIT_COVER, 0, 100000, 1, 100000, 1, 256, 1},
     {"1x1!", PM_FIT_INSIDE, 0, 400, 300, 1, 1, 1, 1},
+    {"300x200!", PM_FIT_INSIDE, 0, 17, 1000, 300, 200, 300, 200}, /* exact, as ImageMagick */
+    {"300x200", PM_FIT_FILL, 0, 17, 1000, 17, 11, 17, 11},        /* the box's shape, smaller */
+    {"30000@", PM_FIT_INSIDE, 0, 257, 129, 244, 122, 244, 122},   /* at most 30000 pixels */
 };
 
 START_TEST(test_geometry_table)
@@ -128,6 +133,115 @@ START_TEST(test_geometry_table)
                   geometry[_i].size, geometry[_i].fit, geometry[_i].sw, geometry[_i].sh,
                   g.resize_width, g.resize_height, g.width, g.height, geometry[_i].rw,
                   geometry[_i].rh, geometry[_i].w, geometry[_i].h);
+}
+END_TEST
+
+/* Geometry as documented, as a property (issue 19): random sources from 1 to 20000 a side,
+ * extreme aspect ratios among them, every size form and fit mode; each result checked against
+ * the README's words, computed here on their own: inside the box, N@ at most N pixels, `!`
+ * exactly the box, the source's aspect within rounding, never enlarged unless asked. 20,000
+ * cases; the seed is printed on failure. */
+static double near(double v)
+{
+    return v < 1 ? 1 : floor(v + 0.5);
+}
+
+/* |got - want| within rounding to whole pixels (and never below 1) */
+static int rounds_to(int got, double want)
+{
+    return fabs((double)got - near(want)) <= 1.0 && fabs((double)got - MAX(want, 1.0)) <= 1.0;
+}
+
+static int random_side(GRand *r)
+{
+    switch (g_rand_int_range(r, 0, 6)) {
+    case 0:
+        return 1 + g_rand_int_range(r, 0, 4);
+    case 1:
+        return 20000 - g_rand_int_range(r, 0, 4);
+    default:
+        return (int)exp(g_rand_double_range(r, 0, log(20000.0)));
+    }
+}
+
+START_TEST(test_geometry_property)
+{
+    const pm_fit fits[] = {PM_FIT_INSIDE, PM_FIT_COVER, PM_FIT_CONTAIN, PM_FIT_FILL,
+                           PM_FIT_OUTSIDE};
+    const char *mods[] = {"", ">", "<", "!", "^"};
+    guint32 seed = (guint32)time(NULL);
+    GRand *r = g_rand_new_with_seed(seed);
+    for (int i = 0; i < 20000; i++) {
+        int sw = random_side(r), sh = random_side(r);
+        int W = random_side(r), H = random_side(r);
+        int form = g_rand_int_range(r, 0, 4);
+        pm_fit fit = fits[g_rand_int_range(r, 0, 5)];
+        const char *mod = mods[g_rand_int_range(r, 0, 5)];
+        char text[64];
+        uint64_t area = 0;
+        int pct = 0;
+        if (form == 0) {
+            g_snprintf(text, sizeof(text), "%dx%d%s", W, H, mod);
+        } else if (form == 1) {
+            H = W;
+            g_snprintf(text, sizeof(text), "%d%s", W, mod);
+        } else if (form == 2) {
+            pct = 1 + g_rand_int_range(r, 0, 1000);
+            g_snprintf(text, sizeof(text), "%d%%", pct);
+        } else {
+            area = 1 + (uint64_t)g_rand_int_range(r, 0, 400000000);
+            g_snprintf(text, sizeof(text), "%" G_GUINT64_FORMAT "@", area);
+        }
+        pm_size s;
+        ck_assert_msg(pm_size_parse(text, &s) == PM_OK, "seed %u: %s", seed, text);
+        pm_geometry g;
+        pm_geometry_compute(&s, fit, 0, sw, sh, &g);
+        int rw = g.resize_width, rh = g.resize_height;
+        char what[160];
+        g_snprintf(what, sizeof(what), "seed %u case %d: %s fit %d on %dx%d -> %dx%d, %dx%d", seed,
+                   i, text, (int)fit, sw, sh, rw, rh, g.width, g.height);
+        ck_assert_msg(rw >= 1 && rh >= 1 && g.width >= 1 && g.height >= 1, "%s", what);
+        if (pct) { /* scaled by N/100, both ways */
+            ck_assert_msg(rounds_to(rw, sw * pct / 100.0) && rounds_to(rh, sh * pct / 100.0) &&
+                              g.width == rw && g.height == rh,
+                          "%s", what);
+            continue;
+        }
+        if (area) { /* at most N pixels, aspect kept, never enlarged */
+            double k = MIN(1.0, sqrt((double)area / ((double)sw * sh)));
+            ck_assert_msg((uint64_t)rw * rh <= MAX(area, 1) || (rw == 1 && rh == 1), "%s", what);
+            ck_assert_msg(rw <= sw && rh <= sh && rounds_to(rw, sw * k) && rounds_to(rh, sh * k),
+                          "%s", what);
+            continue;
+        }
+        if (*mod == '!') { /* exactly the box, whatever the fit */
+            ck_assert_msg(rw == W && rh == H && g.width == W && g.height == H, "%s", what);
+            continue;
+        }
+        pm_fit f = *mod == '^' ? PM_FIT_OUTSIDE : fit;
+        double fx = (double)W / sw, fy = (double)H / sh;
+        int grow = *mod == '<'; /* only enlarge; else only shrink */
+        if (f == PM_FIT_FILL) { /* the box's shape, no axis against the direction allowed */
+            double k = grow ? MIN(1.0, MIN(fx, fy)) : MAX(1.0, MAX(fx, fy));
+            ck_assert_msg(rounds_to(rw, W / k) && rounds_to(rh, H / k), "%s", what);
+            ck_assert_msg(grow ? (rw >= sw - 1 && rh >= sh - 1) : (rw <= sw + 1 && rh <= sh + 1),
+                          "%s", what);
+            continue;
+        }
+        double k = (f == PM_FIT_COVER || f == PM_FIT_OUTSIDE) ? MAX(fx, fy) : MIN(fx, fy);
+        k = grow ? MAX(k, 1.0) : MIN(k, 1.0);
+        ck_assert_msg(rounds_to(rw, sw * k) && rounds_to(rh, sh * k), "%s", what);
+        ck_assert_msg(grow ? (rw >= sw && rh >= sh) : (rw <= sw && rh <= sh), "%s", what);
+        if ((f == PM_FIT_INSIDE || f == PM_FIT_CONTAIN) && !grow)
+            ck_assert_msg(rw <= W && rh <= H, "%s: outside the box", what);
+        if (f == PM_FIT_COVER)
+            ck_assert_msg(g.width == MIN(rw, W) && g.height == MIN(rh, H), "%s", what);
+        else if (f == PM_FIT_CONTAIN)
+            ck_assert_msg(g.width == MAX(rw, W) && g.height == MAX(rh, H), "%s", what);
+        else
+            ck_assert_msg(g.width == rw && g.height == rh, "%s", what);
+    }
+    g_rand_free(r);
 }
 END_TEST
 
@@ -337,6 +451,7 @@ int main(void)
     tcase_add_loop_test(tc, test_size_table, 0, (int)(sizeof(sizes) / sizeof(sizes[0])));
     tcase_add_test(tc, test_formats);
     tcase_add_loop_test(tc, test_geometry_table, 0, (int)(sizeof(geometry) / sizeof(geometry[0])));
+    tcase_add_test(tc, test_geometry_property);
     tcase_add_test(tc, test_fit_crop_color_parse);
     tcase_add_test(tc, test_keep_profile_intent_parse);
     tcase_add_test(tc, test_size_labels);

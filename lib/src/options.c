@@ -174,8 +174,9 @@ int pm_size_parse(const char *text, pm_size *out)
         s.enlarge = PM_ENLARGE_ONLY;
         p++;
         break;
-    case '!':
+    case '!': /* exactly the box, as ImageMagick: an axis may enlarge while the other shrinks */
         s.fit = PM_FIT_FILL;
+        s.enlarge = PM_ENLARGE_ALLOW;
         p++;
         break;
     case '^':
@@ -256,7 +257,17 @@ void pm_geometry_compute(const pm_size *size, pm_fit fit, int auto_swap, int src
             break;
         }
     }
-    if (size->enlarge == PM_ENLARGE_NEVER) {
+    if (f == PM_FIT_FILL && size->enlarge == PM_ENLARGE_NEVER && MAX(sx, sy) > 1.0) {
+        /* the box's shape, made smaller until no axis enlarges (clamping each axis on its
+         * own gave neither the box nor the source's shape: 300x200 of 17x1000 was 17x200) */
+        double k = MAX(sx, sy);
+        sx /= k;
+        sy /= k;
+    } else if (f == PM_FIT_FILL && size->enlarge == PM_ENLARGE_ONLY && MIN(sx, sy) < 1.0) {
+        double k = MIN(sx, sy);
+        sx /= k;
+        sy /= k;
+    } else if (size->enlarge == PM_ENLARGE_NEVER) {
         sx = MIN(sx, 1.0);
         sy = MIN(sy, 1.0);
     } else if (size->enlarge == PM_ENLARGE_ONLY) {
@@ -265,6 +276,16 @@ void pm_geometry_compute(const pm_size *size, pm_fit fit, int auto_swap, int src
     }
     out->resize_width = round_dim(sw * sx);
     out->resize_height = round_dim(sh * sy);
+    /* N@ is at most N pixels: rounding to nearest can pass it (257x129 at 30000@ rounded to
+     * 244x123 = 30,012); take a pixel off the axis rounded up the most until it fits */
+    while (size->area && (uint64_t)out->resize_width * (uint64_t)out->resize_height > size->area &&
+           (out->resize_width > 1 || out->resize_height > 1)) {
+        double ex = out->resize_width - sw * sx, ey = out->resize_height - sh * sy;
+        if ((ex >= ey && out->resize_width > 1) || out->resize_height == 1)
+            out->resize_width--;
+        else
+            out->resize_height--;
+    }
     out->width = out->resize_width;
     out->height = out->resize_height;
     if (bw && bh && f == PM_FIT_COVER) {
