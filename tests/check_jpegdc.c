@@ -226,6 +226,187 @@ START_TEST(test_declines_what_it_does_not_read)
 }
 END_TEST
 
+/* ---- the DC decoder agrees with libjpeg on what is a JPEG (issue 19) ---- */
+
+/* Offset of the first marker m after SOI (walking the segments before the first scan), or
+ * -1. */
+static long find_segment(const unsigned char *b, size_t len, int m)
+{
+    size_t at = 2;
+    while (at + 4 <= len && b[at] == 0xFF) {
+        if (b[at + 1] == m)
+            return (long)at;
+        if (b[at + 1] == 0xDA)
+            return -1;
+        at += 2 + ((size_t)b[at + 2] << 8 | b[at + 3]);
+    }
+    return -1;
+}
+
+/* Where the first scan's entropy-coded data ends: the first marker after it that is not a
+ * stuffed byte or a restart. */
+static size_t end_of_first_scan(const unsigned char *b, size_t len)
+{
+    long sos = find_segment(b, len, 0xDA);
+    ck_assert_int_ge(sos, 0);
+    size_t at = (size_t)sos + 2 + ((size_t)b[sos + 2] << 8 | b[sos + 3]);
+    while (at + 1 < len &&
+           !(b[at] == 0xFF && b[at + 1] != 0 && (b[at + 1] < 0xD0 || b[at + 1] > 0xD7)))
+        at++;
+    return at;
+}
+
+/* bytes with [cut_at, cut_at + cut_len) replaced by ins */
+static unsigned char *splice_bytes(const unsigned char *b, size_t len, size_t cut_at,
+                                   size_t cut_len, const void *ins, size_t ins_len, size_t *out_len)
+{
+    *out_len = len - cut_len + ins_len;
+    unsigned char *o = malloc(*out_len);
+    memcpy(o, b, cut_at);
+    memcpy(o + cut_at, ins, ins_len);
+    memcpy(o + cut_at + ins_len, b + cut_at + cut_len, len - cut_at - cut_len);
+    return o;
+}
+
+static const unsigned char app0_jfif[] = {0xFF, 0xE0, 0, 16, 'J', 'F', 'I', 'F', 0,
+                                          1,    1,    0, 0,  1,   0,   1,   0,   0};
+static const unsigned char app14_rgb[] = {0xFF, 0xEE, 0,   14, 'A', 'd', 'o', 'b',
+                                          'e',  0,    100, 0,  0,   0,   0,   0};
+
+/* The property: where the DC path decodes, libjpeg's own 1/8 decode (warnings allowed) does
+ * too, to the same size, and to the same pixels within the 4:2:0 allowance (mean absolute
+ * difference 5). */
+static int agrees_with_libjpeg(const char *path, int *decoded)
+{
+    pm__dc_image dc;
+    *decoded = dc_decode_file(path, &dc) == 0;
+    if (!*decoded)
+        return 1;
+    int w, h, ch;
+    unsigned char *ref = pmt_jpeg_eighth_lenient(path, &w, &h, &ch);
+    int ok = ref && w == dc.width && h == dc.height && ch == dc.bands;
+    if (ok) {
+        size_t n = (size_t)w * (size_t)h * (size_t)ch;
+        double sum = 0;
+        for (size_t k = 0; k < n; k++)
+            sum += abs((int)dc.pixels[k] - (int)ref[k]);
+        /* 4:2:0 chroma is interpolated here where libjpeg runs a 2x2 inverse DCT: up to 3.3
+         * on the sample photos; a wrong colour transform is tens */
+        ok = sum / (double)n <= 5.0;
+        if (!ok || getenv("PMT_SHOW_MAD"))
+            fprintf(stderr, "%s: MAD %.2f from libjpeg\n", path, sum / (double)n);
+    } else {
+        fprintf(stderr, "%s: the DC path decoded %dx%d, libjpeg %s\n", path, dc.width, dc.height,
+                ref ? "another size" : "refused it");
+    }
+    free(ref);
+    pm__dc_image_free(&dc);
+    return ok;
+}
+
+START_TEST(test_agrees_with_libjpeg_on_what_is_a_jpeg)
+{
+    VipsImage *img = photo_like(320, 240, 3);
+    char *p = save_jpeg(img, "444.jpg", 0, 0, 1);
+    g_object_unref(img);
+    size_t len, n;
+    unsigned char *b = (unsigned char *)pmt_read_file(p, &len);
+    int w, h, ch, decoded;
+    pm__dc_image dc;
+
+    /* 1. the first scan's components out of frame order (T.81 B.2.3): libjpeg refuses it */
+    long sos = find_segment(b, len, 0xDA);
+    ck_assert_msg(sos > 0 && b[sos + 4] == 3, "the first scan is not the three DC components");
+    unsigned char *swapped = malloc(len);
+    memcpy(swapped, b, len);
+    swapped[sos + 5] = b[sos + 7]; /* the ids only: the tables stay, so the data decodes */
+    swapped[sos + 7] = b[sos + 5];
+    char *q = write_bytes("order.jpg", swapped, len);
+    unsigned char *ref = pmt_jpeg_eighth_lenient(q, &w, &h, &ch);
+    ck_assert_msg(ref == NULL, "libjpeg decoded scan components out of frame order");
+    ck_assert_msg(dc_decode_file(q, &dc) == -1, "the DC path decoded components out of order");
+    free(q), free(swapped);
+
+    /* 2. no JFIF, Adobe says RGB, and a JFIF marker after the first scan: libjpeg has read the
+     * file as RGB by then; the DC path must not turn to YCbCr at the end */
+    long app0 = find_segment(b, len, 0xE0); /* libvips writes none: then nothing to cut */
+    size_t app0_at = app0 > 0 ? (size_t)app0 : 2,
+           app0_len = app0 > 0 ? 2 + ((size_t)b[app0 + 2] << 8 | b[app0 + 3]) : 0;
+    unsigned char *rgb = splice_bytes(b, len, app0_at, app0_len, app14_rgb, sizeof(app14_rgb), &n);
+    size_t end = end_of_first_scan(rgb, n), n2;
+    unsigned char *late = splice_bytes(rgb, n, end, 0, app0_jfif, sizeof(app0_jfif), &n2);
+    q = write_bytes("late-jfif.jpg", late, n2);
+    ck_assert_msg(agrees_with_libjpeg(q, &decoded), "late JFIF: the DC path disagrees");
+    ck_assert_msg(!decoded, "late JFIF: the DC path decoded an RGB file as YCbCr");
+    free(q), free(late), free(rgb);
+
+    /* 3. no JFIF (component ids 1, 2, 3: YCbCr), and an Adobe RGB marker after the first scan:
+     * still YCbCr for libjpeg, and the DC path decodes it to the same bytes */
+    unsigned char *bare = splice_bytes(b, len, app0_at, app0_len, "", 0, &n);
+    end = end_of_first_scan(bare, n);
+    late = splice_bytes(bare, n, end, 0, app14_rgb, sizeof(app14_rgb), &n2);
+    q = write_bytes("late-adobe.jpg", late, n2);
+    ck_assert_msg(agrees_with_libjpeg(q, &decoded), "late Adobe: the DC path disagrees");
+    ck_assert_msg(decoded, "late Adobe: the DC path declined a YCbCr file");
+    free(q), free(late), free(bare);
+
+    /* 4. the property over every JPEG of the corpora, the samples, and 400 damaged copies */
+    const char *dirs[] = {getenv("PMT_JPEGDC_CORPUS"), getenv("PMT_DECODE_CORPUS")};
+    int files = 0, dc_ok = 0;
+    for (size_t i = 0; i < G_N_ELEMENTS(dirs); i++) {
+        ck_assert_msg(dirs[i] != NULL, "the corpora's folders are set by ctest");
+        GDir *d = g_dir_open(dirs[i], 0, NULL);
+        ck_assert_ptr_nonnull(d);
+        const char *name;
+        while ((name = g_dir_read_name(d)) != NULL) {
+            if (!g_str_has_suffix(name, ".jpg"))
+                continue;
+            char *f = g_build_filename(dirs[i], name, NULL);
+            ck_assert_msg(agrees_with_libjpeg(f, &decoded), "%s: the DC path disagrees", f);
+            files++, dc_ok += decoded;
+            g_free(f);
+        }
+        g_dir_close(d);
+    }
+    char *cmd = g_strdup_printf("find '%s' -name '*.jpg'", getenv("PM_SAMPLES"));
+    char *list = NULL;
+    ck_assert(g_spawn_command_line_sync(cmd, &list, NULL, NULL, NULL));
+    gchar **photos = g_strsplit(list, "\n", -1);
+    for (int i = 0; photos[i]; i++) {
+        if (!*photos[i])
+            continue;
+        /* as progressive copies, which the DC path reads */
+        VipsImage *ph = vips_image_new_from_file(photos[i], NULL);
+        ck_assert_ptr_nonnull(ph);
+        char *pp = pmt_path(in, "sample-prog.jpg");
+        ck_assert_int_eq(vips_jpegsave(ph, pp, "interlace", TRUE, NULL), 0);
+        g_object_unref(ph);
+        ck_assert_msg(agrees_with_libjpeg(pp, &decoded), "%s: the DC path disagrees", photos[i]);
+        ck_assert_msg(decoded, "%s: a whole progressive photo declined", photos[i]);
+        files++, dc_ok += decoded;
+        free(pp);
+    }
+    g_strfreev(photos), g_free(list), g_free(cmd);
+    GRand *rand = g_rand_new_with_seed(19);
+    unsigned char *more = malloc(len);
+    for (int t = 0; t < 400; t++) {
+        memcpy(more, b, len);
+        int flips = g_rand_int_range(rand, 1, 5);
+        for (int f = 0; f < flips; f++)
+            more[g_rand_int_range(rand, 2, (gint32)len)] = (unsigned char)g_rand_int(rand);
+        q = write_bytes("damaged.jpg", more, len);
+        ck_assert_msg(agrees_with_libjpeg(q, &decoded), "damaged copy %d: the DC path disagrees",
+                      t);
+        files++, dc_ok += decoded;
+        free(q);
+    }
+    fprintf(stderr, "DC path against libjpeg: %d JPEGs, %d decoded by the DC path, all agreed\n",
+            files, dc_ok);
+    g_rand_free(rand);
+    free(more), free(b), free(p);
+}
+END_TEST
+
 static unsigned char *png_out(const char *dir, const char *name, int *w, int *h)
 {
     char *p = pmt_path(dir, name);
@@ -372,6 +553,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_declines_what_it_does_not_read);
     tcase_add_test(tc, test_through_the_binary);
     tcase_add_test(tc, test_record_keeps_dc_source);
+    tcase_add_test(tc, test_agrees_with_libjpeg_on_what_is_a_jpeg);
     suite_add_tcase(s, tc);
     return s;
 }

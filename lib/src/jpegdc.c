@@ -92,7 +92,8 @@ typedef struct dc_state {
     reader r;
     int width, height, ncomp, hmax, vmax, mcux, mcuy, restart;
     int have_frame, adobe, adobe_transform, jfif;
-    int qt[4][2]; /* [table] = {defined, DC value} */
+    int scanned, ycc; /* the colour decision, frozen at the first SOS as libjpeg does */
+    int qt[4][2];     /* [table] = {defined, DC value} */
     huff dc_tab[4];
     int ac_defined[4];
     comp c[3];
@@ -355,20 +356,21 @@ static int read_sos(dc_state *d, int len)
     if (ns < 1 || ns > d->ncomp || len != 6 + 2 * ns)
         return -1;
     comp *sc[3];
-    int td[3], ta[3];
+    int td[3], ta[3], last = -1;
     for (int i = 0; i < ns; i++) {
         int id = next_byte(&d->r), tt = next_byte(&d->r);
         if (id < 0 || tt < 0)
             return -1;
         sc[i] = NULL;
+        int at = -1;
         for (int j = 0; j < d->ncomp; j++)
             if (d->c[j].id == id)
-                sc[i] = &d->c[j];
-        if (!sc[i])
+                sc[i] = &d->c[j], at = j;
+        /* a scan lists its components in frame order (T.81 B.2.3), each once: libjpeg
+         * refuses a file that does not */
+        if (!sc[i] || at <= last)
             return -1;
-        for (int j = 0; j < i; j++)
-            if (sc[j] == sc[i])
-                return -1;
+        last = at;
         td[i] = tt >> 4, ta[i] = tt & 15;
         if (td[i] > 3 || ta[i] > 3)
             return -1;
@@ -582,7 +584,7 @@ static int run(dc_state *d, pm__dc_image *out)
         if (m < 0)
             return -1;
         if (m == 0xD9) /* EOI */
-            return d->have_frame && is_ycc(d) ? make_pixels(d, out) : -1;
+            return d->have_frame && d->scanned && d->ycc ? make_pixels(d, out) : -1;
         int len = read_u16(&d->r);
         if (len < 2)
             return -1;
@@ -601,6 +603,10 @@ static int run(dc_state *d, pm__dc_image *out)
             rc = len == 4 && (d->restart = read_u16(&d->r)) >= 0 ? 0 : -1;
             break;
         case 0xDA:
+            if (!d->scanned && d->have_frame) { /* later APP0/APP14 markers change nothing */
+                d->scanned = 1;
+                d->ycc = is_ycc(d);
+            }
             m = read_sos(d, len);
             continue;
         case 0xFE:

@@ -212,8 +212,9 @@ static void jerr_exit(j_common_ptr cinfo)
 }
 
 /* Every pixel through libjpeg at 1/denom, RGB or grey: malloc'd, or NULL when libjpeg fails
- * or warns (a truncated file warns). */
-static unsigned char *jpeg_pixels(const char *path, int denom, int *w, int *h, int *channels)
+ * or (unless lenient) warns (a truncated file warns). */
+static unsigned char *jpeg_pixels(const char *path, int denom, int *w, int *h, int *channels,
+                                  int lenient)
 {
     FILE *f = fopen(path, "rb");
     if (!f)
@@ -249,7 +250,7 @@ static unsigned char *jpeg_pixels(const char *path, int denom, int *w, int *h, i
     jpeg_finish_decompress(&cinfo);
     jpeg_destroy_decompress(&cinfo);
     fclose(f);
-    if (warnings) {
+    if (warnings && !lenient) {
         free(px);
         return NULL;
     }
@@ -258,12 +259,17 @@ static unsigned char *jpeg_pixels(const char *path, int denom, int *w, int *h, i
 
 unsigned char *pmt_jpeg_eighth(const char *path, int *w, int *h, int *channels)
 {
-    return jpeg_pixels(path, 8, w, h, channels);
+    return jpeg_pixels(path, 8, w, h, channels, 0);
+}
+
+unsigned char *pmt_jpeg_eighth_lenient(const char *path, int *w, int *h, int *channels)
+{
+    return jpeg_pixels(path, 8, w, h, channels, 1);
 }
 
 int pmt_jpeg_decode(const char *path, int *w, int *h, int *channels, unsigned char *corner_rgb)
 {
-    unsigned char *px = jpeg_pixels(path, 1, w, h, channels);
+    unsigned char *px = jpeg_pixels(path, 1, w, h, channels, 0);
     if (!px)
         return -1;
     for (int i = 0; corner_rgb && i < 3; i++) /* top-left pixel */

@@ -37,6 +37,9 @@ int pmt_jpeg_decode(const char *path, int *w, int *h, int *channels, unsigned ch
 /* libjpeg's own decode at scale 1/8 (its default settings, RGB or grey out): malloc'd pixels,
  * or NULL when libjpeg fails or warns. */
 unsigned char *pmt_jpeg_eighth(const char *path, int *w, int *h, int *channels);
+/* The same, but a decode that only warns (corrupt data it read past) still gives its pixels:
+ * NULL only when libjpeg gives up. */
+unsigned char *pmt_jpeg_eighth_lenient(const char *path, int *w, int *h, int *channels);
 /* libjpeg's view of a JPEG header: progressive mode and the first component's sampling. */
 int pmt_jpeg_header(const char *path, int *progressive, int *h_samp, int *v_samp);
 int pmt_webp_decode(const char *path, int *w, int *h, int *has_alpha);
