@@ -348,10 +348,13 @@ static int make_hostile(const char *dir)
  * 4.5 bytes a pixel). Named claim-*. */
 static int make_claims(const char *dir)
 {
-    char *p = pmt_make_image(dir, "claim-prog.jpg[interlace]", 64, 64, 3);
-    ck_assert_ptr_nonnull(p);
+    char *made = pmt_make_image(dir, "claim-prog.jpg[interlace]", 64, 64, 3);
+    ck_assert_ptr_nonnull(made);
+    free(made); /* its name carries the save options; the file is claim-prog.jpg */
+    char *p = pmt_path(dir, "claim-prog.jpg");
     size_t len;
     unsigned char *d = (unsigned char *)pmt_read_file(p, &len);
+    ck_assert_msg(d != NULL, "cannot read %s", p);
     int patched = 0;
     for (size_t i = 2; i + 9 < len && !patched;) {
         ck_assert_int_eq(d[i], 0xFF);
