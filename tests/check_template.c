@@ -227,8 +227,8 @@ START_TEST(test_recipe_applied)
     char why[512] = "";
     int rc = load("# responsive\n[defaults]\nformat = webp, jpeg\nquality = 70\nname = "
                   "{stem}-{w}.{ext}\nprogressive = true\nkeep = icc\n\n[variant small]\nsize = "
-                  "320\n\n[variant hero]\nfit = cover\nsize = 1200x600\ncrop = attention\nformat "
-                  "= avif\nquality = 45\nname = hero/{stem}.{ext}\n",
+                  "320\n\n[variant hero]\nfit = cover\nenlarge = true\nsize = 1200x600\ncrop = "
+                  "attention\nformat = avif\nquality = 45\nname = hero/{stem}.{ext}\n",
                   &r, why, sizeof(why));
     ck_assert_msg(rc == PM_OK, "%s", why);
     pm_options o;
@@ -251,6 +251,8 @@ START_TEST(test_recipe_applied)
     ck_assert_int_eq(o.variants[1].size.width, 1200);
     ck_assert_int_eq(o.variants[1].size.height, 600);
     ck_assert_int_eq(o.variants[1].size.fit, PM_FIT_COVER); /* fit before size in the file */
+    ck_assert_int_eq(o.variants[1].size.enlarge, PM_ENLARGE_ALLOW); /* enlarge too */
+    ck_assert_int_eq(o.variants[0].size.enlarge, PM_ENLARGE_NEVER);
     ck_assert_int_eq(o.variants[1].crop, PM_CROP_ATTENTION);
     ck_assert_int_eq(o.variants[1].formats[0], PM_FORMAT_AVIF);
     ck_assert_int_eq(o.variants[1].quality, 45);
@@ -276,6 +278,7 @@ static const struct {
     {"[variant a]\nquality = 50\n", "size"},
     {"[variant a]\nsize = 0\n", "size"},
     {"[variant a]\nsize = 320\nedge = 1\n", "edge"},
+    {"[variant a]\nsize = 320\nenlarge = maybe\n", "enlarge"},
     {"[variants]\nsize = 320\n", "variants"},
     {"[defaults]\nsize = 320\n[variant a]\nsize = 320\n", "either"},
     {"not an ini file\n", "r.ini"},

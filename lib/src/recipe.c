@@ -3,7 +3,7 @@
  *   [defaults]            any of: format quality effort lossless progressive subsample palette
  *   format = webp, jpeg   animated fit crop background auto-swap no-rotate keep profile intent
  *   name = {stem}-{w}.{ext}                                   name max-pixels fail-on size
- *   [variant small]       size (required) fit crop format quality name
+ *   [variant small]       size (required) fit crop format quality name enlarge
  *   size = 320
  *
  * Unknown groups and keys are errors (a typo must not silently change the output). */
@@ -273,8 +273,17 @@ static int read_variant(reader *r, pm_recipe *rc, const char *name)
             v->name_template = rc->variant_templates[idx];
             if (pm__template_check(text, NULL, why, sizeof(why)) != PM_OK)
                 st = bad(r, k, why);
+        } else if (strcmp(k, "enlarge") == 0) {
+            GError *e = NULL;
+            g_key_file_get_boolean(r->kf, r->group, k, &e);
+            if (e) {
+                g_error_free(e);
+                st = bad(r, k, "want true or false");
+            }
         } else {
-            st = bad(r, k, "unknown key (a variant takes size, fit, crop, format, quality, name)");
+            st = bad(r, k,
+                     "unknown key (a variant takes size, fit, crop, format, quality, name, "
+                     "enlarge)");
         }
         g_free(text);
     }
@@ -285,6 +294,9 @@ static int read_variant(reader *r, pm_recipe *rc, const char *name)
     if (fit_text && pm_fit_parse(fit_text, &fit) == PM_OK)
         v->size.fit = fit;
     g_free(fit_text);
+    /* "enlarge = true": the box is met both ways (a social card has a fixed size) */
+    if (st == PM_OK && g_key_file_get_boolean(r->kf, r->group, "enlarge", NULL))
+        v->size.enlarge = PM_ENLARGE_ALLOW;
     return st;
 }
 

@@ -14,8 +14,12 @@ jq -r --arg base "$base" --arg sizes "$sizes" '
   .sources[]
   | select(.status == "ok" and (.outputs | length) > 0)
   | . as $s
-  | ([.outputs[] | select(.format == "jpeg" or .format == "png")] | sort_by(.width) | last) as $fb
-  | ($fb // (.outputs | sort_by(.width) | last)) as $img
+  # whole-image renditions only (the aspect of the source within rounding, as the srcset
+  # takes them): a cropped card is no fallback for the picture
+  | [.outputs[] | select((((.width * $s.source_height) - (.height * $s.source_width)) | fabs) * 2
+                         <= ($s.source_width + $s.source_height))] as $whole
+  | ([$whole[] | select(.format == "jpeg" or .format == "png")] | sort_by(.width) | last) as $fb
+  | ($fb // ($whole | sort_by(.width) | last) // (.outputs | sort_by(.width) | last)) as $img
   | "<picture>",
     (["avif", "webp"][] as $f | $s.srcset[$f] // empty
       | "  <source type=\"image/\($f)\" srcset=\"\(prefixed | esc)\" sizes=\"\($sizes | esc)\">"),
