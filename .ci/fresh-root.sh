@@ -30,8 +30,10 @@ else
   if ! command -v debootstrap >/dev/null; then
     apt-get install -y -qq debootstrap >/dev/null 2>&1 || { echo "fresh-root: cannot install debootstrap"; exit 75; }
   fi
+  # this machine's own mirror; $PM_CI_MIRROR overrides it (a dead one shows the fallback)
   mirror=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null)
   mirror=${mirror:-$(awk '/^deb /{print $2; exit}' /etc/apt/sources.list 2>/dev/null)}
+  mirror=${PM_CI_MIRROR:-$mirror}
   unmount_all
   rm -rf "$root" "$cache/base"
   echo "fresh-root: debootstrap bookworm from ${mirror:-the default mirror} (a few minutes, once)"
