@@ -308,7 +308,8 @@ void cli_print_summary(const pm_summary *s, int dry_run)
         if (s->pruned)
             fprintf(stderr, ", %" PRIu64 " outputs to prune", s->pruned);
         if (s->passed_over)
-            fprintf(stderr, ", %" PRIu64 " other files passed over", s->passed_over);
+            fprintf(stderr, ", %" PRIu64 " other file%s passed over", s->passed_over,
+                    s->passed_over == 1 ? "" : "s");
         fputs("; nothing written\n", stderr);
         return;
     }
@@ -322,7 +323,8 @@ void cli_print_summary(const pm_summary *s, int dry_run)
     if (s->pruned)
         fprintf(stderr, ", %" PRIu64 " pruned", s->pruned);
     if (s->passed_over)
-        fprintf(stderr, ", %" PRIu64 " other files passed over", s->passed_over);
+        fprintf(stderr, ", %" PRIu64 " other file%s passed over", s->passed_over,
+                s->passed_over == 1 ? "" : "s");
     if (s->temps_swept)
         fprintf(stderr, ", %" PRIu64 " stale temps removed", s->temps_swept);
     if (s->outputs != s->processed)
