@@ -27,9 +27,7 @@ unmount_all() {
 if [ -f "$tar" ] && [ -z "$(find "$tar" -mtime +30)" ]; then
   echo "fresh-root: cached base $tar"
 else
-  if ! command -v debootstrap >/dev/null; then
-    apt-get install -y -qq debootstrap >/dev/null 2>&1 || { echo "fresh-root: cannot install debootstrap"; exit 75; }
-  fi
+  command -v debootstrap >/dev/null || { echo "fresh-root: no debootstrap (apt-get install debootstrap)"; exit 75; }
   # this machine's own mirror; $PM_CI_MIRROR overrides it (a dead one shows the fallback)
   mirror=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null)
   mirror=${mirror:-$(awk '/^deb /{print $2; exit}' /etc/apt/sources.list 2>/dev/null)}
