@@ -147,8 +147,6 @@ static const char *fail_on_string(pm_fail_on f)
     }
 }
 
-/* The class behind a loader name, and whether vips_block_untrusted_set() blocked it: the
- * sniffer still returns blocked loaders (measured on 8.14.1). */
 /* "TIFF: open it with --allow=tiff": which format, and how to let it in. */
 static char *blocked_why(const char *loader, const char *nickname)
 {
@@ -165,6 +163,8 @@ static char *blocked_why(const char *loader, const char *nickname)
     return g_strdup_printf("loader %s", nickname);
 }
 
+/* The class behind a loader name, and whether vips_block_untrusted_set() blocked it: the
+ * sniffer still returns blocked loaders (measured on 8.14.1). */
 static int loader_is_blocked(const char *loader, const char **nickname)
 {
     GType type = g_type_from_name(loader);
@@ -1148,11 +1148,10 @@ static int own_place(const pm__job *job, const pm__place *p)
 
 /* Other sources that map to our output names (BAD-INPUT 23): files with our stem and another
  * image extension, in any case, in our own folder when it is walked or listed (a.png and a.JPG
- * both make a.webp); then the
- * same place below every other folder whose tree lands on the output root (other input
- * folders; for file lists, "/" and the current folder, where /a/x.jpg and a/x.jpg meet); and
- * named files with our stem. Checked from the file system, not from what was seen (memory
- * stays flat), so both sides refuse, whichever runs first. */
+ * both make a.webp); then the same place below every other folder whose tree lands on the
+ * output root (other input folders; for file lists, "/" and the current folder, where /a/x.jpg
+ * and a/x.jpg meet); and named files with our stem. Checked from the file system, not from what was
+ * seen (memory stays flat), so both sides refuse, whichever runs first. */
 static void refuse_clashes(const pm__process_ctx *ctx, const pm__job *job, job_state *s,
                            const struct stat *ours)
 {
