@@ -465,123 +465,12 @@ static const char *seen_before(pm_batch *b, const struct stat *st, const char *p
     return first;
 }
 
-/* ---- lanes: one scan feeding the workers of several processes ---- */
-
-/* A job on the lane socket: this head, then the job's strings (source, out_rel, dir, name:
- * their lengths in len[], no NULs). */
-typedef struct lane_head {
-    uint64_t seq;
-    uint64_t root_len, root_dev, dir_dev, dir_ino, dev, ino;
-    int32_t input, origin, explicit_file, place;
-    uint32_t len[4];
-} lane_head;
-
-#define LANE_MSG_MAX (64 * 1024)
-#define LANE_WAIT_MS 100 /* how often a blocked lane looks for a cancel */
+/* ---- jobs: to the queue, or to the lanes (lanes.c) ---- */
 
 static pm__origin origin_of(pm_batch *b, int explicit_file)
 {
     input *in = &g_array_index(b->inputs, input, b->scan_input);
     return !in->path ? PM__FROM_LIST : explicit_file ? PM__FROM_NAMED : PM__FROM_WALK;
-}
-
-/* Sends one job to whichever lane takes it first; blocks while every lane is busy. Returns
- * nonzero to stop the scan (cancelled, or no lane is left to take it). */
-static int lane_send(pm_batch *b, const pm__job *job)
-{
-    const char *parts[4] = {job->source, job->out_rel, job->dir, job->name};
-    lane_head h = {job->seq,           job->root_len,       job->root_dev,
-                   job->dir_dev,       job->dir_ino,        job->dev,
-                   job->ino,           (int32_t)job->input, (int32_t)job->origin,
-                   job->explicit_file, job->place,          {0}};
-    size_t total = sizeof(h);
-    for (int i = 0; i < 4; i++) {
-        h.len[i] = (uint32_t)strlen(parts[i]);
-        total += h.len[i];
-    }
-    if (total > LANE_MSG_MAX) {
-        post_entry_event(b, PM_EVENT_SCAN_ERROR, job->source, PM_ERR_SCAN, ENAMETOOLONG, job->seq,
-                         NULL, job->dev, job->ino);
-        return 0;
-    }
-    char *msg = g_malloc(total), *at = msg + sizeof(h);
-    memcpy(msg, &h, sizeof(h));
-    for (int i = 0; i < 4; i++) {
-        memcpy(at, parts[i], h.len[i]);
-        at += h.len[i];
-    }
-    int stop = 0;
-    for (;;) {
-        if (send(b->opts.lane_send_fd, msg, total, MSG_NOSIGNAL) >= 0)
-            break;
-        if (errno == EINTR)
-            continue;
-        stop = errno != EAGAIN || __atomic_load_n(&b->cancel, __ATOMIC_ACQUIRE);
-        if (stop)
-            break;
-    }
-    g_free(msg);
-    return stop;
-}
-
-static void lane_timeouts(int fd)
-{
-    struct timeval tv = {0, LANE_WAIT_MS * 1000};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-}
-
-/* In a lane a worker takes its next job from the lane socket itself, only when it is free:
- * no job waits in one lane's queue behind a slow file while another lane is idle. NULL at
- * the scan's end (or when its process is gone), or on a cancel. */
-static pm__job *lane_take(pm_batch *b, char *msg)
-{
-    while (!__atomic_load_n(&b->cancel, __ATOMIC_ACQUIRE)) {
-        ssize_t n = recv(b->opts.lane_recv_fd, msg, LANE_MSG_MAX, 0);
-        if (n < 0 && (errno == EINTR || errno == EAGAIN))
-            continue;
-        if (n <= 0)
-            return NULL;
-        lane_head h;
-        if ((size_t)n < sizeof(h))
-            continue;
-        memcpy(&h, msg, sizeof(h));
-        uint64_t total = sizeof(h);
-        for (int i = 0; i < 4; i++)
-            total += h.len[i];
-        if (total != (uint64_t)n)
-            continue;
-        pm__job *job = g_new0(pm__job, 1);
-        job->seq = h.seq;
-        job->input = h.input;
-        job->origin = (pm__origin)h.origin;
-        job->explicit_file = h.explicit_file;
-        job->place = h.place;
-        job->root_len = h.root_len;
-        job->root_dev = h.root_dev;
-        job->dir_dev = h.dir_dev;
-        job->dir_ino = h.dir_ino;
-        job->dev = h.dev;
-        job->ino = h.ino;
-        char **parts[4] = {&job->source, &job->out_rel, &job->dir, &job->name};
-        const char *at = msg + sizeof(h);
-        for (int i = 0; i < 4; i++) {
-            *parts[i] = g_strndup(at, h.len[i]);
-            at += h.len[i];
-        }
-        pm__waitgroup_add(&b->wg, 1);
-        return job;
-    }
-    return NULL;
-}
-
-static void job_free(pm__job *job)
-{
-    g_free(job->source);
-    g_free(job->out_rel);
-    g_free(job->dir);
-    g_free(job->name);
-    g_free(job);
 }
 
 static int scan_on_source(const char *path, const char *out_rel, int explicit_file,
@@ -639,14 +528,17 @@ static int scan_on_source(const char *path, const char *out_rel, int explicit_fi
     job->dev = dev;
     job->ino = ino;
     if (b->opts.lane_send_fd >= 0) {
-        stop = lane_send(b, job);
-        job_free(job);
-        return stop;
+        stop = pm__lane_send(b->opts.lane_send_fd, job, &b->cancel);
+        if (stop < 0) /* its paths are too long for one message */
+            post_entry_event(b, PM_EVENT_SCAN_ERROR, job->source, PM_ERR_SCAN, ENAMETOOLONG,
+                             job->seq, NULL, job->dev, job->ino);
+        pm__job_free(job);
+        return stop > 0;
     }
     pm__waitgroup_add(&b->wg, 1); /* before the push: a worker may finish it at once */
     if (pm__queue_push(b->jobs, job) != PM_OK) {
         pm__waitgroup_done(&b->wg);
-        job_free(job);
+        pm__job_free(job);
         return 1; /* closed: cancelled */
     }
     return 0;
@@ -726,13 +618,14 @@ static void *scanner_main(void *arg)
 static void *worker_main(void *arg)
 {
     pm_batch *b = arg;
-    char *msg = b->opts.lane_recv_fd >= 0 ? g_malloc(LANE_MSG_MAX) : NULL;
+    char *msg = b->opts.lane_recv_fd >= 0 ? g_malloc(PM__LANE_MSG_MAX) : NULL;
     pm__worker *w = pm__worker_new();
     for (;;) {
         pm__job *job;
         if (msg) {
-            if (!(job = lane_take(b, msg)))
+            if (!(job = pm__lane_take(b->opts.lane_recv_fd, msg, &b->cancel)))
                 break;
+            pm__waitgroup_add(&b->wg, 1);
         } else {
             void *item;
             if (pm__queue_pop(b->jobs, &item) != PM_OK)
@@ -756,7 +649,7 @@ static void *worker_main(void *arg)
             r->ino = job->ino;
             post_result(b, r);
         }
-        job_free(job);
+        pm__job_free(job);
         pm__waitgroup_done(&b->wg);
     }
     pm__worker_free(w);
@@ -1263,7 +1156,7 @@ int pm_batch_run(pm_batch *b, pm_event_cb on_event, void *user_data, pm_summary 
     for (int i = 0; i < 2; i++) {
         int fd = i ? b->opts.lane_send_fd : b->opts.lane_recv_fd;
         if (fd >= 0)
-            lane_timeouts(fd);
+            pm__lane_timeouts(fd);
     }
     int n_threads = n_producers + jobs;
     pthread_t *threads = g_new0(pthread_t, (gsize)n_threads);

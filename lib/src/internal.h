@@ -285,7 +285,7 @@ typedef struct pm__dc_image {
 int pm__jpeg_dc_decode(int fd, pm__dc_image *out);
 void pm__dc_image_free(pm__dc_image *img);
 
-/* ---- process.c: one source, start to finish ---- */
+/* ---- process.c: one source, start to finish (its rooms: job.h) ---- */
 /* The gate of whole-image decodes (pm_options.decode_budget): admits them in arrival order
  * while their estimated bytes fit the budget (or nothing else is running). */
 typedef struct pm__decode_gate {
@@ -372,9 +372,26 @@ void pm__result_link(pm__result *r);
 void pm__process_job(const pm__process_ctx *ctx, pm__worker *w, const pm__job *job, pm__result *r);
 void pm__process_finish(const pm__process_ctx *ctx, pm__result *r);
 
+/* ---- vips.c: libvips' start-up and shutdown (the rest of it is in job.h) ---- */
 int pm__vips_init(const char *argv0);
 void pm__vips_shutdown(void);
 void pm__vips_thread_shutdown(void);
+
+/* ---- lanes.c: the job socket between engines, and their share of the decode budget ---- */
+#define PM__LANE_MSG_MAX (64 * 1024)
+/* Sends one job to whichever lane takes it first; blocks while every lane is busy. 0 sent,
+ * 1 stop the scan (cancelled, or no lane is left to take it), -1 too long for a message. */
+int pm__lane_send(int fd, const pm__job *job, const int *cancel);
+/* Sends and receives give up every 100 ms, so that a blocked lane sees a cancel. */
+void pm__lane_timeouts(int fd);
+/* The next job from the socket (msg: a buffer of PM__LANE_MSG_MAX), taken only when a
+ * worker is free; NULL at the scan's end (or when its process is gone), or on a cancel. */
+pm__job *pm__lane_take(int fd, char *msg, const int *cancel);
+void pm__job_free(pm__job *job);
+/* The decode budget shared across lanes: a lock file below the output root, held shared by
+ * a decode of bytes within budget / lanes, alone by a larger one (a lane that dies lets go
+ * with its descriptors). The descriptor to close after the decode, or -1: no lock needed. */
+int pm__lanes_decode_lock(int rootfd, uint64_t budget, int lanes, uint64_t bytes);
 
 /* ---- report.c: JSON (json-glib) ---- */
 typedef struct pm__manifest pm__manifest;

@@ -1,4 +1,6 @@
-/* Options, parsers of user-facing values, status strings, version, global init. */
+/* The parsers of user-facing values (formats, sizes and their geometry, fits, crops, colours,
+ * metadata, profiles), status strings, the version, option defaults and the default job count.
+ * No libvips here (vips.c starts it). */
 #define _GNU_SOURCE
 #include "internal.h"
 
@@ -490,14 +492,4 @@ int pm_default_jobs(void)
     if (quota > 0 && quota < n)
         n = quota;
     return n > 0 ? n : 1;
-}
-
-int pm_global_init(const char *argv0)
-{
-    return pm__vips_init(argv0);
-}
-
-void pm_global_shutdown(void)
-{
-    pm__vips_shutdown();
 }
