@@ -1,4 +1,5 @@
-/* Cross-file internals of libpixmill (pm__ prefix). Not installed; tests may include it. */
+/* Cross-file internals of libpixmill (pm__ prefix). Not installed; tests may include it. The
+ * rooms of one job share job.h besides, and those of a batch batch.h (see lib/README.md). */
 #ifndef PM_INTERNAL_H
 #define PM_INTERNAL_H
 
@@ -413,7 +414,7 @@ int pm__manifest_write(pm__manifest *m, const char *path, const pm__manifest_spo
                        int *sys_errno);
 void pm__manifest_free(pm__manifest *m);
 
-/* ---- batch.c ---- */
+/* ---- variants.c ---- */
 /* Resolves opts' variants (sizes, or variants with inherited fields). */
 int pm__variants_resolve(const pm_options *opts, pm__variant *out, int *n, char *why,
                          size_t why_size);
