@@ -8,5 +8,5 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
   build-essential cmake pkg-config libvips-dev libvips-tools libglib2.0-dev libjson-glib-dev libxxhash-dev jq \
-  check libpng-dev libjpeg-dev libwebp-dev libheif-dev libtiff-dev gifsicle strace \
+  check libpng-dev libjpeg-dev libwebp-dev libheif-dev libtiff-dev gifsicle strace man-db \
   valgrind clang libclang-rt-14-dev >/dev/null

@@ -165,7 +165,7 @@ static int parse_long(const char *text, long long lo, long long hi, long long *o
     return 0;
 }
 
-/* --low-memory (README "Performance"): one engine, heavy decodes within 64 MiB (one progressive
+/* --low-memory (tests/bench/README.md): one engine, heavy decodes within 64 MiB (one progressive
  * 18 MP JPEG's coefficients are 72 MB: such files go one at a time); the malloc settings that
  * go with it are main.c's. */
 #define LOW_MEMORY_BUDGET ((uint64_t)64 << 20)

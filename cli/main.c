@@ -89,7 +89,7 @@ static void malloc_start_warm(void)
     free(block);
 }
 
-/* --low-memory (issue 6 note, README "Performance"): glibc keeps 60-75 MB of freed decode
+/* --low-memory (issue 6 note, tests/bench/README.md): glibc keeps 60-75 MB of freed decode
  * buffers for the next photo at -j 2, and lanes add a second libvips. So: one engine, heavy
  * decodes within 64 MiB (one progressive 18 MP JPEG's coefficients are 72 MB: such files go
  * one at a time), and mmap and trim thresholds fixed at 4 MiB, so large buffers go back to the
@@ -165,8 +165,9 @@ int main(int argc, char **argv)
             a.given + 1, argc - 1, a.timeout, a.view, a.opts.force, a.files_from, a.n_files_from,
             0,           0,        NULL,      0};
         /* One engine process a core, each with its share of the workers: libvips in one
-         * process ran 2 workers ~35 % slower than 2 processes on small files (README). Not
-         * with a manifest or --prune yet: both need every source's event in one engine. */
+         * process ran 2 workers ~35 % slower than 2 processes on small files (lib/README.md,
+         * lanes). Not with a manifest or --prune yet: both need every source's event in one engine.
+         */
         int jobs = a.opts.jobs ? a.opts.jobs : pm_default_jobs(), cores = pm_default_jobs();
         if (jobs > 1 && !a.opts.manifest_path && !a.opts.prune && !a.low_memory) {
             sc.lanes = jobs < cores ? jobs : cores;

@@ -138,7 +138,7 @@ END_TEST
 
 /* Geometry as documented, as a property (issue 19): random sources from 1 to 20000 a side,
  * extreme aspect ratios among them, every size form and fit mode; each result checked against
- * the README's words, computed here on their own: inside the box, N@ at most N pixels, `!`
+ * the man page's words, computed here on their own: inside the box, N@ at most N pixels, `!`
  * exactly the box, the source's aspect within rounding, never enlarged unless asked. 20,000
  * cases; the seed is printed on failure. */
 static double near(double v)

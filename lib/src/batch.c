@@ -17,7 +17,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 int pm_batch_create(pm_batch **out, const pm_options *opts)
 {
@@ -68,12 +67,6 @@ int pm_batch_check_replay(pm_batch *batch, uint64_t below, uint64_t digest)
     batch->check_below = below;
     batch->check_digest = digest;
     return PM_OK;
-}
-
-uint64_t pm_journal_mix(uint64_t digest, uint64_t seq, uint64_t dev, uint64_t ino)
-{
-    uint64_t v[3] = {seq, dev, ino};
-    return (uint64_t)XXH64(v, sizeof(v), (XXH64_hash_t)digest);
 }
 
 int pm_batch_add_input(pm_batch *batch, const char *path)

@@ -325,9 +325,9 @@ static void test_note_heavy(int delta)
 /* The pipeline computed into a new memory image, on this thread, with its metadata. Not
  * vips_image_copy_memory(): that runs the pipeline on a libvips pool thread while this one
  * waits, and two workers in one process doing so lost about 12 % of their speed on small
- * images to the hand-offs (README, levers table). Strips as high as a libvips sink would ask
- * for, top to bottom, so sequential loaders and the caches between stages work as they do
- * under a sink (one request for the whole image was slower on large outputs). */
+ * images to the hand-offs (the levers table of README.md at d73a2cb). Strips as high as a libvips
+ * sink would ask for, top to bottom, so sequential loaders and the caches between stages work as
+ * they do under a sink (one request for the whole image was slower on large outputs). */
 static VipsImage *compute_here(VipsImage *in)
 {
     int tile_w, tile_h, strip_h;

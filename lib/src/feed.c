@@ -14,6 +14,15 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
+
+/* The digest of the entries met so far, as a restarted engine checks them (public: the
+ * supervisor mixes the same). */
+uint64_t pm_journal_mix(uint64_t digest, uint64_t seq, uint64_t dev, uint64_t ino)
+{
+    uint64_t v[3] = {seq, dev, ino};
+    return (uint64_t)XXH64(v, sizeof(v), (XXH64_hash_t)digest);
+}
 
 GBytes *pm__identity_key(uint64_t dev, uint64_t ino)
 {

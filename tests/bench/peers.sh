@@ -22,6 +22,8 @@
 # [tests/bench/results/peers.csv], TOOLS (only these, e.g. "pixmill vips-xargs"),
 # CORPUS [~/.cache/pixmill-corpus/assembled], PIXMILL [./build/cli/pixmill].
 #
+# Tool pixmill-ref runs $PIXMILL_REF (another build of pixmill, e.g. the commit before a change)
+# exactly as pixmill, to compare the two round by round in one run.
 # pixmill runs one engine process a core (lanes); tool pixmill-one-process runs its batch as
 # threads of one process (--no-isolate), for comparison (workloads a, c).
 # Peers, all at parallelism P: vipsthumbnail in one process (libvips threads), vipsthumbnail
@@ -67,6 +69,9 @@ if [ ! -d "$CORPUS/photos/jpeg" ]; then
   bash "$root/../shared/corpus/build-corpus.sh" || { echo "no corpus" >&2; exit 2; }
 fi
 [ -x "$PIXMILL" ] || { echo "build pixmill first (README)" >&2; exit 2; }
+case " ${TOOLS:-} " in *" pixmill-ref "*)
+  [ -x "${PIXMILL_REF:-}" ] || { echo "pixmill-ref needs PIXMILL_REF=another pixmill" >&2; exit 2; } ;;
+esac
 work=$(mktemp -d /tmp/pixmill-peers.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 cc -O2 -o "$work/treepeak" "$here/treepeak.c" || exit 2
@@ -157,14 +162,16 @@ run_tool() { # run_tool WORKLOAD TOOL ROUND
   local list="$work/list"
   find "$src" -type f -print0 | sort -z >"$list"
   case $tool in
-  pixmill)
+  pixmill | pixmill-ref)
+    local bin=$PIXMILL
+    [ "$tool" = pixmill-ref ] && bin=$PIXMILL_REF
     if [ "$wl" = b ]; then
-      "$t" "$res" "$PIXMILL" -q -j "$P" -s 320 -s 640 -s 1280 -f webp -f jpeg -Q 80 -o "$out" "$src"
+      "$t" "$res" "$bin" -q -j "$P" -s 320 -s 640 -s 1280 -f webp -f jpeg -Q 80 -o "$out" "$src"
     elif [ "$wl" = e ]; then
-      "$t" "$res" "$PIXMILL" -q -j "$P" -s 320 -s 640 -s 1280 -f webp -f avif -Q 80 -o "$out" \
+      "$t" "$res" "$bin" -q -j "$P" -s 320 -s 640 -s 1280 -f webp -f avif -Q 80 -o "$out" \
         "$src"
     else
-      "$t" "$res" "$PIXMILL" -q -j "$P" -s "$box" -f jpeg -Q 80 -o "$out" "$src"
+      "$t" "$res" "$bin" -q -j "$P" -s "$box" -f jpeg -Q 80 -o "$out" "$src"
     fi ;;
   pixmill-one-process) # the batch as threads of one process, as before the lanes
     "$t" "$res" "$PIXMILL" --no-isolate -q -j "$P" -s "$box" -f jpeg -Q 80 -o "$out" "$src" ;;

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Installs the build into a temporary prefix, then builds and runs a consumer three ways:
 # pkg-config, CMake find_package (shared), find_package (static). Also checks that the shared
-# library exports only public pm_ symbols.  install_test.sh BUILD_DIR SOURCE_DIR
+# library exports only public pm_ symbols, and that the man page is installed.  install_test.sh BUILD_DIR SOURCE_DIR
 set -euo pipefail
 build=$1 src=$2
 work=$(mktemp -d "${TMPDIR:-/tmp}/pixmill-install-XXXXXX")
@@ -12,6 +12,9 @@ libdir=$(dirname "$(find "$prefix" -name pixmill.pc)")/..
 test -x "$prefix/bin/pixmill"
 test -f "$prefix/include/pixmill/pixmill.h"
 "$prefix/bin/pixmill" --version | grep -q '^pixmill '
+# the man page, where man looks for it below the prefix
+test -f "$prefix/share/man/man1/pixmill.1"
+MANPATH=$prefix/share/man man -w pixmill | grep -q "^$prefix/share/man/man1/pixmill.1"
 
 # 1. pkg-config
 export PKG_CONFIG_PATH=$libdir/pkgconfig
