@@ -27,6 +27,8 @@ static const char usage_text[] =
     "                          folder. Default {stem}.{ext}; {stem}-{variant}.{ext} for several\n"
     "      --recipe=FILE       variants and options from an INI file (samples/build/web.ini);\n"
     "                          options given here override it\n"
+    "      --preset=NAME       a built-in recipe: small, medium, large (800, 1280, 1920 px),\n"
+    "                          email, web, square; '--preset help' says what each makes\n"
     "  -s, --size=GEOMETRY     box: N (NxN), WxH, Wx, xH (default 256), then at most one of\n"
     "                          > only shrink (the default), < only enlarge, ! exactly WxH,\n"
     "                          ^ cover the box; or N% (scale), N@ (at most N pixels).\n"
@@ -221,6 +223,7 @@ int cli_parse_args(int argc, char **argv, int stdin_closed, cli_args *a)
         {"version", no_argument, NULL, 'V'},
         {"name", required_argument, NULL, 'n' + 256},
         {"recipe", required_argument, NULL, 'R' + 256},
+        {"preset", required_argument, NULL, 'E' + 256},
         {"force", no_argument, NULL, 'B' + 256},
         {"dry-run", no_argument, NULL, 'D' + 256},
         {"prune", no_argument, NULL, 'X' + 256},
@@ -261,11 +264,23 @@ int cli_parse_args(int argc, char **argv, int stdin_closed, cli_args *a)
     while (
         (ch = getopt_long(argc, argv, ":o:s:f:Q:j:0qvhV", longopts, // NOLINT(concurrency-mt-unsafe)
                           NULL)) != -1) {
-        if (ch != 'R' + 256)
+        if (ch != 'R' + 256 && ch != 'E' + 256)
             continue;
+        int preset = ch == 'E' + 256;
+        if (preset && strcmp(optarg, "help") == 0) {
+            puts("Presets (--preset NAME; options given beside it override it):");
+            for (int i = 0; pm_preset_name(i); i++)
+                printf("  %-8s %s\n", pm_preset_name(i), pm_preset_summary(i));
+            return CLI_EXIT_OK;
+        }
+        if (a->recipe && preset != a->recipe_is_preset)
+            return cli_usage_error("--preset and --recipe: give one of them (a recipe file can "
+                                   "hold what a preset does)");
         char why[512];
         cli_args_drop_recipe(a);
-        if (pm_recipe_load(&a->recipe, optarg, why, sizeof(why)) != PM_OK)
+        a->recipe_is_preset = preset;
+        if ((preset ? pm_recipe_preset(&a->recipe, optarg, why, sizeof(why))
+                    : pm_recipe_load(&a->recipe, optarg, why, sizeof(why))) != PM_OK)
             return cli_usage_error("%s", why);
     }
     pm_recipe_apply(a->recipe, &a->opts);
@@ -275,6 +290,7 @@ int cli_parse_args(int argc, char **argv, int stdin_closed, cli_args *a)
                           NULL)) != -1) {
         switch (ch) {
         case 'R' + 256:
+        case 'E' + 256:
             break; /* read above */
         case 'n' + 256:
             a->opts.name_template = optarg;

@@ -51,6 +51,7 @@ typedef struct cli_args {
     int n_inputs;
     char **given; /* argv as given (getopt permutes argv), for the engine */
     pm_recipe *recipe;
+    int recipe_is_preset; /* the recipe is a --preset */
     /* --engine-*: from a supervisor to its engine */
     int engine_fd; /* the journal; -1: not an engine */
     uint64_t engine_only;

@@ -6,7 +6,8 @@
  *   [variant small]       size (required) fit crop format quality name enlarge
  *   size = 320
  *
- * Unknown groups and keys are errors (a typo must not silently change the output). */
+ * Unknown groups and keys are errors (a typo must not silently change the output). The
+ * presets (--preset) are recipes too, carried as text and read the same way. */
 #include "internal.h"
 
 #include <glib.h>
@@ -300,23 +301,14 @@ static int read_variant(reader *r, pm_recipe *rc, const char *name)
     return st;
 }
 
-int pm_recipe_load(pm_recipe **out, const char *path, char *why, size_t why_size)
+/* The groups of a loaded key file into *out; path names it in messages (a file, or "preset
+ * NAME"), dir is where a relative profile is looked for. */
+static int read_recipe(GKeyFile *kf, const char *path, const char *dir, pm_recipe **out, char *why,
+                       size_t why_size)
 {
-    if (!out || !path)
-        return PM_ERR_USAGE;
-    GKeyFile *kf = g_key_file_new();
-    GError *e = NULL;
-    if (!g_key_file_load_from_file(kf, path, G_KEY_FILE_NONE, &e)) {
-        if (why && why_size)
-            g_snprintf(why, (gulong)why_size, "%s: %s", path, e->message);
-        g_error_free(e);
-        g_key_file_free(kf);
-        return PM_ERR_USAGE;
-    }
     pm_recipe *rc = g_new0(pm_recipe, 1);
     pm_options_init(&rc->o);
     rc->o.n_variants = 0;
-    char *dir = g_path_get_dirname(path);
     reader r = {kf, path, NULL, why, why_size};
     gchar **groups = g_key_file_get_groups(kf, NULL);
     int st = PM_OK;
@@ -335,8 +327,6 @@ int pm_recipe_load(pm_recipe **out, const char *path, char *why, size_t why_size
         }
     }
     g_strfreev(groups);
-    g_free(dir);
-    g_key_file_free(kf);
     if (st == PM_OK && rc->o.n_variants > 0 && (rc->set & SET_SIZES)) {
         if (why && why_size)
             g_snprintf(why, (gulong)why_size,
@@ -349,6 +339,83 @@ int pm_recipe_load(pm_recipe **out, const char *path, char *why, size_t why_size
     }
     *out = rc;
     return PM_OK;
+}
+
+int pm_recipe_load(pm_recipe **out, const char *path, char *why, size_t why_size)
+{
+    if (!out || !path)
+        return PM_ERR_USAGE;
+    GKeyFile *kf = g_key_file_new();
+    GError *e = NULL;
+    if (!g_key_file_load_from_file(kf, path, G_KEY_FILE_NONE, &e)) {
+        if (why && why_size)
+            g_snprintf(why, (gulong)why_size, "%s: %s", path, e->message);
+        g_error_free(e);
+        g_key_file_free(kf);
+        return PM_ERR_USAGE;
+    }
+    char *dir = g_path_get_dirname(path);
+    int st = read_recipe(kf, path, dir, out, why, why_size);
+    g_free(dir);
+    g_key_file_free(kf);
+    return st;
+}
+
+/* The presets: recipes pixmill carries for the common asks of someone resizing photos to
+ * share them. Boxes, so that portraits and landscapes get the same long side; never enlarged. */
+static const struct {
+    const char *name, *summary, *text;
+} presets[] = {
+    {"small", "800 px on the long side, each image in its own format", "[defaults]\nsize = 800\n"},
+    {"medium", "1280 px on the long side, each image in its own format",
+     "[defaults]\nsize = 1280\n"},
+    {"large", "1920 px on the long side, each image in its own format",
+     "[defaults]\nsize = 1920\n"},
+    {"email", "1024 px JPEG at quality 75, to attach to a mail (most photos 40-110 KB)",
+     "[defaults]\nsize = 1024\nformat = jpeg\nquality = 75\n"},
+    {"web", "1600 px WebP at quality 80, and a JPEG of it beside",
+     "[defaults]\nsize = 1600\nformat = webp, jpeg\nquality = 80\n"},
+    {"square", "1080x1080 exactly, cropped to fill from the centre (a smaller image is enlarged)",
+     "[variant square]\nsize = 1080x1080\nfit = cover\nenlarge = true\n"},
+};
+
+const char *pm_preset_name(int i)
+{
+    return i >= 0 && i < (int)G_N_ELEMENTS(presets) ? presets[i].name : NULL;
+}
+
+const char *pm_preset_summary(int i)
+{
+    return i >= 0 && i < (int)G_N_ELEMENTS(presets) ? presets[i].summary : NULL;
+}
+
+int pm_recipe_preset(pm_recipe **out, const char *name, char *why, size_t why_size)
+{
+    if (!out || !name)
+        return PM_ERR_USAGE;
+    for (size_t i = 0; i < G_N_ELEMENTS(presets); i++) {
+        if (strcmp(presets[i].name, name) != 0)
+            continue;
+        GKeyFile *kf = g_key_file_new();
+        if (!g_key_file_load_from_data(kf, presets[i].text, (gsize)-1, G_KEY_FILE_NONE, NULL)) {
+            g_key_file_free(kf); /* cannot happen: the texts above are tested */
+            return PM_ERR_USAGE;
+        }
+        char *shown = g_strdup_printf("preset %s", name);
+        int st = read_recipe(kf, shown, ".", out, why, why_size);
+        g_free(shown);
+        g_key_file_free(kf);
+        return st;
+    }
+    if (why && why_size) {
+        GString *names = g_string_new(NULL);
+        for (size_t i = 0; i < G_N_ELEMENTS(presets); i++)
+            g_string_append_printf(names, "%s%s", i ? ", " : "", presets[i].name);
+        g_snprintf(why, (gulong)why_size, "unknown preset '%s' (want %s; --preset help)", name,
+                   names->str);
+        g_string_free(names, TRUE);
+    }
+    return PM_ERR_USAGE;
 }
 
 void pm_recipe_apply(const pm_recipe *rc, pm_options *o)

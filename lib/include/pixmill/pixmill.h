@@ -319,6 +319,12 @@ PM_EXTERN int pm_recipe_load(pm_recipe **out, const char *path, char *why, size_
 PM_EXTERN void pm_recipe_apply(const pm_recipe *recipe, pm_options *opts);
 /* NULL is a no-op. */
 PM_EXTERN void pm_recipe_free(pm_recipe *recipe);
+/* A built-in preset as a recipe: small, medium, large, email, web, square. An unknown name is
+ * PM_ERR_USAGE, with the names in why. */
+PM_EXTERN int pm_recipe_preset(pm_recipe **out, const char *name, char *why, size_t why_size);
+/* The i-th preset's name and a line saying what it makes; NULL past the last. */
+PM_EXTERN const char *pm_preset_name(int i);
+PM_EXTERN const char *pm_preset_summary(int i);
 
 /* Once per process, from the main thread, before any batch; argv0 may be NULL.
  * Starts libvips with its own concurrency at 1, the operation cache off and untrusted
