@@ -94,13 +94,8 @@ int pm_batch_add_file_list(pm_batch *batch, int fd, char delim)
 
 void pm_batch_cancel(pm_batch *batch)
 {
-    if (!batch)
-        return;
-    __atomic_store_n(&batch->cancel, 1, __ATOMIC_RELEASE);
-    /* jobs is published once, before any thread starts, and freed only by destroy. */
-    pm__queue *jobs = __atomic_load_n(&batch->jobs, __ATOMIC_ACQUIRE);
-    if (jobs)
-        pm__queue_close(jobs); /* wakes the scanner if it is blocked on a full queue */
+    if (batch)
+        pm__batch_cancel(batch);
 }
 
 void pm_batch_destroy(pm_batch *batch)
